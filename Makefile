@@ -1,0 +1,50 @@
+# The two commands a new user needs: `make run` and `make test`. `make help` lists all.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format notebooks smoke bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# The virtual environment, reinstalled only when a requirements file changes.
+$(BIN)/.prod-installed: requirements_prod.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements_prod.txt
+	touch $@
+
+$(BIN)/.dev-installed: $(BIN)/.prod-installed requirements_dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements_dev.txt
+	touch $@
+
+run: $(BIN)/.prod-installed ## Install and serve on SQLite at http://localhost:5000
+	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py app:app
+
+test: $(BIN)/.dev-installed ## Install the dev tools, lint, run every test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.dev-installed ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.dev-installed ## Fix what ruff can fix and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+notebooks: $(BIN)/.dev-installed ## Run both notebooks: retrain and rewrite the artifacts
+	cd notebooks && ../$(BIN)/jupyter-execute --inplace 1_train_and_serialize.ipynb 2_deserialize_and_use.ipynb
+
+smoke: $(BIN)/.dev-installed ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
+	$(BIN)/python smoke_check.py $(URL)
+
+bench: $(BIN)/.dev-installed ## Measure requests per second of a local server
+	$(BIN)/python benchmarks/throughput.py
+
+clean: ## Remove the virtual environment, caches and the local database
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis predictions.db predictions.db-*

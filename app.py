@@ -1,0 +1,688 @@
+"""A scikit-learn model behind an HTTP API.
+
+Read this file top to bottom: it is the whole service, in the order a request meets it.
+
+1. Settings come from environment variables, with defaults that work on a laptop.
+2. At start-up the three artifacts written by notebook 1 are loaded and checked:
+   `pipeline.pickle` (the fitted pipeline), `columns.json` (the feature names, in order)
+   and `dtypes.pickle` (the training dtypes). A mismatch stops the service right away,
+   with one sentence that says what to fix, instead of failing on the first request.
+3. Every prediction is stored in a `Prediction` table (SQLite locally, PostgreSQL in
+   production) so that the true outcome can be attached later with `/update`.
+4. A request goes through small named steps: parse the JSON body, validate the
+   observation against the training dtypes, predict, store, format the answer.
+
+Routes: POST /predict, POST /update, GET /health, GET /list-db-contents (admin only),
+GET /openapi.yaml. Every error is JSON: {"error": "<what is wrong>"}.
+
+Run it with `gunicorn app:app` (see gunicorn.conf.py) or `python app.py`.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import pickle
+import platform
+import sys
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import peewee
+import sklearn
+from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    DatabaseProxy,
+    DateTimeField,
+    DoubleField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.db_url import connect
+from playhouse.pool import MaxConnectionsExceeded
+from sklearn.exceptions import InconsistentVersionWarning
+from werkzeug.exceptions import HTTPException
+
+APP_DIR = Path(__file__).resolve().parent
+log = logging.getLogger("app")
+
+# ---------------------------------------------------------------------------------------
+# 1. Settings
+# ---------------------------------------------------------------------------------------
+
+
+def settings_from_environment():
+    """Every setting the service reads, with its default (see .env.example)."""
+    return {
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or "sqlite:///predictions.db",
+        "MODEL_DIR": os.environ.get("MODEL_DIR") or str(APP_DIR),
+        "ADMIN_TOKEN": os.environ.get("ADMIN_TOKEN", ""),
+        "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
+        "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
+    }
+
+
+def number_from_environment(name, default, convert):
+    text = os.environ.get(name) or str(default)
+    try:
+        return convert(text)
+    except ValueError:
+        raise StartupError(f"The environment variable {name}={text!r} must be a number.") from None
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Load and check the artifacts
+# ---------------------------------------------------------------------------------------
+
+
+class StartupError(Exception):
+    """Something that must be fixed before the service can start."""
+
+
+@dataclass
+class LoadedModel:
+    """The loaded model and what the service needs to know about its input."""
+
+    pipeline: object
+    columns: list  # feature names, in training order
+    dtypes: dict  # column -> training dtype
+    kinds: dict  # column -> "integer", "float", "boolean" or "string" (how to validate)
+    classes: list  # the labels the pipeline predicts, e.g. [0, 1]
+    version: str  # a short hash of pipeline.pickle, to tell models apart in /health
+
+
+def load_model(model_dir):
+    """Load pipeline.pickle, columns.json and dtypes.pickle, and check they agree."""
+    model_dir = Path(model_dir)
+    columns = load_columns(model_dir / "columns.json")
+    dtypes = load_dtypes(model_dir / "dtypes.pickle")
+    pipeline = load_pipeline(model_dir / "pipeline.pickle")
+
+    if sorted(dtypes) != sorted(columns):
+        raise StartupError(
+            f"columns.json and dtypes.pickle in {model_dir} name different columns "
+            f"({sorted(set(columns) ^ set(dtypes))}); write both again with notebook 1."
+        )
+    trained_on = list(getattr(pipeline, "feature_names_in_", columns))
+    if trained_on != columns:
+        raise StartupError(
+            f"pipeline.pickle was trained on the columns {trained_on} but columns.json "
+            f"lists {columns}; write the three artifacts again with notebook 1."
+        )
+    classes = [label.item() if hasattr(label, "item") else label for label in pipeline.classes_]
+    if len(classes) != 2 or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in classes
+    ):
+        raise StartupError(
+            f"pipeline.pickle predicts the classes {classes}; this service serves binary "
+            "classifiers with integer labels (such as 0 and 1): encode the target that way."
+        )
+    kinds = {column: column_kind(column, dtypes[column]) for column in columns}
+    version = hashlib.sha256((model_dir / "pipeline.pickle").read_bytes()).hexdigest()[:12]
+    return LoadedModel(pipeline, columns, {c: dtypes[c] for c in columns}, kinds, classes, version)
+
+
+def load_columns(path):
+    try:
+        columns = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise StartupError(f"Cannot read {path} ({error}); write it with notebook 1.") from None
+    if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+        raise StartupError(f"{path} must hold a JSON list of column names; see notebook 1.")
+    if len(set(columns)) != len(columns):
+        raise StartupError(f"{path} names a column twice; write it again with notebook 1.")
+    return columns
+
+
+def load_dtypes(path):
+    try:
+        with open(path, "rb") as file:
+            dtypes = pickle.load(file)
+        return {
+            str(column): pd.api.types.pandas_dtype(dtype) for column, dtype in dict(dtypes).items()
+        }
+    except Exception as error:  # a missing, truncated or foreign file: all mean "write it again"
+        raise StartupError(
+            f"Cannot read {path} ({type(error).__name__}: {error}); "
+            "write it again with notebook 1 (pickle.dump(X.dtypes, file))."
+        ) from None
+
+
+def load_pipeline(path):
+    """joblib.load, turning the usual failures into one sentence that says what to do."""
+    if not path.is_file():
+        raise StartupError(f"{path} does not exist; create it with notebook 1.")
+    try:
+        with warnings.catch_warnings():
+            # A pickle from another scikit-learn version may load but predict wrongly.
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            pipeline = joblib.load(path)
+    except InconsistentVersionWarning as warning:
+        raise StartupError(
+            f"{path} was written by scikit-learn {warning.original_sklearn_version} but "
+            f"scikit-learn {warning.current_sklearn_version} is installed; pin "
+            f"scikit-learn=={warning.original_sklearn_version} in requirements_prod.txt "
+            "or retrain the model with notebook 1."
+        ) from None
+    except ModuleNotFoundError as error:
+        raise StartupError(
+            f"{path} needs the module '{error.name}', which cannot be imported; keep the "
+            "package that defines your custom transformers next to app.py and install what "
+            "it needs."
+        ) from None
+    except Exception as error:
+        raise StartupError(
+            f"Cannot load {path} ({type(error).__name__}: {error}); the file is damaged or "
+            "not a joblib pickle: write it again with notebook 1."
+        ) from None
+    if not hasattr(pipeline, "predict_proba") or not hasattr(pipeline, "classes_"):
+        raise StartupError(f"{path} is not a fitted classifier with predict_proba.")
+    return pipeline
+
+
+def column_kind(column, dtype):
+    """How a JSON value for this column is validated: by the dtype it was trained with."""
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return "string"
+    raise StartupError(
+        f"Column {column!r} has the dtype {dtype}, which JSON cannot carry; convert it to a "
+        "number or a string before training."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The database
+# ---------------------------------------------------------------------------------------
+
+# The real database is chosen at start-up (create_app); the proxy lets the model be
+# declared before that.
+database = DatabaseProxy()
+
+
+class Prediction(Model):
+    id = BigAutoField()
+    observation_id = BigIntegerField(unique=True)  # the client's id: 64-bit
+    observation = TextField()  # the raw request body, exactly as received
+    proba = DoubleField()  # double precision: PostgreSQL's FloatField would round it
+    true_class = IntegerField(null=True)  # filled in later by /update
+    created_at = DateTimeField()  # UTC
+
+    class Meta:
+        database = database
+
+
+# Errors that mean "the database cannot be reached or is too busy right now": 503.
+DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
+
+
+def open_database(url, timeout):
+    """Connect peewee to DATABASE_URL: sqlite:///file.db, postgres:// or postgresql://."""
+    if url.startswith(("postgres://", "postgresql://")):
+        # Opening a PostgreSQL connection costs more than a prediction: reuse them.
+        url = url.replace("://", "+pool://", 1)
+        return connect(
+            url,
+            max_connections=32,
+            stale_timeout=300,
+            timeout=timeout,
+            connect_timeout=max(1, round(timeout)),
+        )
+    # WAL lets readers and a writer work at once; the busy timeout makes a writer wait
+    # for the lock instead of failing with "database is locked".
+    return connect(url, pragmas={"journal_mode": "wal"}, timeout=timeout)
+
+
+def create_tables():
+    """Create the table if it is missing, safely when several processes start at once."""
+    with database.atomic():
+        if isinstance(database.obj, peewee.PostgresqlDatabase):
+            # Two workers creating the same table at once collide; this lock, held
+            # until the transaction ends, makes them take turns.
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (7_402_118,))
+        database.create_tables([Prediction])
+
+
+def in_transaction(work):
+    """Run work() in one transaction and return its result.
+
+    A pooled PostgreSQL connection dies when the server restarts, and the first query on
+    it fails. So on a connection error the work runs once more on a fresh connection. That
+    is safe because every write here is idempotent (insert-if-absent, set a value).
+    """
+    try:
+        with database.atomic():
+            return work()
+    except DATABASE_ERRORS:
+        discard_connections()
+        with database.atomic():
+            return work()
+
+
+def discard_connections():
+    if hasattr(database.obj, "close_idle"):  # a pool: its idle connections died too
+        database.close_idle()
+        if not database.is_closed():
+            database.manual_close()
+    elif not database.is_closed():
+        database.close()
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Parse and validate the request
+# ---------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A request the service must refuse; becomes {"error": message} with the status."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def read_json_body():
+    """The body as (raw text, parsed object), whatever Content-Type the client sent."""
+    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, before reading it
+    try:
+        text = raw.decode("utf-8")
+        # Python's json reads NaN (which pandas and json.dumps write) as float("nan").
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ApiError(400, f"Request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return text, payload
+
+
+def is_missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_integer(value, name, low=-(2**63), high=2**63 - 1):
+    """An int, or an integral float such as 3.0 (pandas writes ints that way), in range."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {json_type(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def parse_number(value, name, dtype):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {json_type(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > np.finfo(dtype).max:
+        raise ValueError(f"{name} must be a finite number")
+    return number
+
+
+def json_type(value):
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a fraction",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def validate_value(value, name, kind, dtype):
+    """One observation field, as the pipeline saw it in training (missing -> NaN)."""
+    if is_missing(value):
+        if kind in ("integer", "boolean"):
+            raise ValueError(f"{name} is required and cannot be null")
+        return math.nan  # never None: encoders would take None for an unseen category
+    if kind == "integer":
+        info = np.iinfo(dtype)
+        return parse_integer(value, name, int(info.min), int(info.max))
+    if kind == "float":
+        return parse_number(value, name, dtype)
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {json_type(value)}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {json_type(value)}")
+    return value
+
+
+def validate_observation(observation, model):
+    """The observation's values in column order, or a 422 that names every bad field."""
+    if not isinstance(observation, dict):
+        raise ApiError(422, "observation must be a JSON object of column: value")
+    values, problems = [], []
+    for column in model.columns:  # extra keys are ignored: the model does not use them
+        try:
+            values.append(
+                validate_value(
+                    observation.get(column),
+                    f"observation.{column}",
+                    model.kinds[column],
+                    model.dtypes[column],
+                )
+            )
+        except ValueError as problem:
+            problems.append(str(problem))
+    if problems:
+        raise ApiError(422, "; ".join(problems))
+    return values
+
+
+def parse_id(payload):
+    if "id" not in payload:
+        raise ApiError(422, "id is required: an integer that identifies the observation")
+    try:
+        return parse_integer(payload["id"], "id")
+    except ValueError as problem:
+        raise ApiError(422, str(problem)) from None
+
+
+def parse_label(payload, model):
+    value = payload.get("true_class")
+    try:
+        label = parse_integer(value, "true_class")
+    except ValueError:
+        label = None
+    if label not in model.classes:
+        raise ApiError(422, f"true_class must be one of {model.classes}, got {value!r}")
+    return label
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Predict: a list of validated observations -> a list of probabilities
+# ---------------------------------------------------------------------------------------
+
+
+def predict_probabilities(rows, model):
+    """Score several observations in one predict_proba call (its fixed cost is ~3 ms)."""
+    frame = pd.DataFrame(rows, columns=model.columns).astype(model.dtypes)
+    try:
+        probabilities = model.pipeline.predict_proba(frame)[:, 1]  # P(classes[1])
+    except ValueError as error:  # e.g. a category the pipeline refuses
+        raise ApiError(422, f"The model cannot score this observation: {error}") from None
+    return [float(p) for p in probabilities]
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Store: several rows in one transaction
+# ---------------------------------------------------------------------------------------
+
+
+def save_predictions(rows):
+    """Insert rows whose observation_id is new; return the stored row for every id.
+
+    An id that is already stored is left untouched (a retry, or a conflict the caller
+    reports), and the insert never fails on it, even when two servers race.
+    """
+    ids = [row["observation_id"] for row in rows]
+
+    def insert_then_read():
+        Prediction.insert_many(rows).on_conflict_ignore().execute()
+        stored = Prediction.select().where(Prediction.observation_id.in_(ids))
+        return {prediction.observation_id: prediction for prediction in stored}
+
+    return in_transaction(insert_then_read)
+
+
+def same_observation(stored_body, values, model):
+    """Whether a stored request carried the same observation (after validation)."""
+    try:
+        stored_values = validate_observation(json.loads(stored_body)["observation"], model)
+    except (ValueError, KeyError, TypeError, ApiError):
+        return False
+    # json.dumps writes NaN as NaN, so two missing values compare equal here.
+    return json.dumps(stored_values) == json.dumps(values)
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Format the answer
+# ---------------------------------------------------------------------------------------
+
+
+def prediction_to_dict(prediction):
+    return {
+        "id": prediction.id,
+        "observation_id": prediction.observation_id,
+        "observation": prediction.observation,
+        "proba": prediction.proba,
+        "true_class": prediction.true_class,
+        "created_at": prediction.created_at.isoformat() + "Z",
+    }
+
+
+def utc_now():
+    return datetime.now(UTC).replace(tzinfo=None)  # stored naive, always UTC
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Routes
+# ---------------------------------------------------------------------------------------
+
+api = Blueprint("api", __name__)
+
+
+@api.post("/predict")
+def predict():
+    model = current_app.config["MODEL"]
+    body, payload = read_json_body()
+    observation_id = parse_id(payload)
+    values = validate_observation(payload.get("observation"), model)
+    proba = predict_probabilities([values], model)[0]
+
+    new_row = {
+        "observation_id": observation_id,
+        "observation": body,
+        "proba": proba,
+        "created_at": utc_now(),
+    }
+    stored = save_predictions([new_row])[observation_id]
+    if stored.observation == body or same_observation(stored.observation, values, model):
+        return jsonify(proba=stored.proba)  # a new row, or a client retrying: same answer
+    raise ApiError(
+        409,
+        f"Observation ID {observation_id} already exists with a different observation; "
+        "send it with a new id",
+        proba=proba,
+    )
+
+
+@api.post("/update")
+def update():
+    model = current_app.config["MODEL"]
+    _, payload = read_json_body()
+    observation_id = parse_id(payload)
+    label = parse_label(payload, model)
+
+    def set_label():
+        query = Prediction.update(true_class=label)
+        if query.where(Prediction.observation_id == observation_id).execute() == 0:
+            return None
+        return Prediction.get(Prediction.observation_id == observation_id)
+
+    prediction = in_transaction(set_label)
+    if prediction is None:
+        raise ApiError(404, f"Observation ID {observation_id} does not exist")
+    return jsonify(prediction_to_dict(prediction))
+
+
+@api.get("/health")
+def health():
+    model = current_app.config["MODEL"]
+    try:
+        in_transaction(lambda: database.execute_sql("SELECT 1"))
+        database_status = "ok"
+    except DATABASE_ERRORS as error:
+        log.warning("health check: database unavailable: %s", type(error).__name__)
+        database_status = "unavailable"
+    body = {
+        "status": "ok" if database_status == "ok" else "unavailable",
+        "database": {"engine": type(database.obj).__name__, "status": database_status},
+        "model": {"version": model.version, "columns": model.columns, "classes": model.classes},
+        "versions": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "pandas": pd.__version__,
+            "numpy": np.__version__,
+            "flask": package_version("flask"),
+            "peewee": peewee.__version__,
+        },
+    }
+    if database_status != "ok":
+        return jsonify(error="The database is unavailable", **body), 503
+    return jsonify(body)
+
+
+@api.get("/list-db-contents")
+def list_db_contents():
+    """Stored rows, newest first: ?limit=100&before_id=<id of the last row seen>."""
+    token = current_app.config["ADMIN_TOKEN"]
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    # Personal data: answer only with the token; compare in constant time.
+    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
+        raise ApiError(404, f"Not found: {request.path}")
+    limit = query_integer("limit", 100, low=1, high=1000)
+    before_id = query_integer("before_id", None)
+
+    query = Prediction.select().order_by(Prediction.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Prediction.id < before_id)
+    rows = in_transaction(lambda: [prediction_to_dict(p) for p in query])
+    next_before_id = rows[-1]["id"] if len(rows) == limit else None
+    return jsonify(predictions=rows, next_before_id=next_before_id)
+
+
+def query_integer(name, default, low=-(2**63), high=2**63 - 1):
+    """An integer from the query string (?name=...), or a 422 naming it."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        return parse_integer(int(text), name, low, high)
+    except ValueError:
+        raise ApiError(422, f"{name} must be an integer from {low} to {high}") from None
+
+
+@api.get("/openapi.yaml")
+def openapi():
+    return send_file(APP_DIR / "openapi.yaml", mimetype="application/yaml")
+
+
+# ---------------------------------------------------------------------------------------
+# 9. Errors: every one is JSON {"error": ...}, never a traceback
+# ---------------------------------------------------------------------------------------
+
+
+def register_error_handlers(app):
+    @app.errorhandler(ApiError)
+    def api_error(error):
+        return jsonify(error=error.message, **error.extra), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):  # 404, 405, 413 ... raised by Flask itself
+        messages = {
+            404: f"Not found: {request.path}",
+            405: f"Method {request.method} is not allowed for {request.path}",
+            413: f"Request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes",
+        }
+        response = jsonify(error=messages.get(error.code, error.description))
+        response.status_code = error.code
+        if error.code == 405:
+            response.headers["Allow"] = ", ".join(error.valid_methods or [])
+        return response
+
+    def database_error(error):
+        log.warning("request %s: database unavailable: %s", g.get("request_id"), error)
+        response = jsonify(error="The database is unavailable; retry in a few seconds")
+        response.headers["Retry-After"] = "1"
+        return response, 503
+
+    for error_class in DATABASE_ERRORS:
+        app.register_error_handler(error_class, database_error)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error):
+        log.exception("request %s failed", g.get("request_id"))
+        return jsonify(error=f"Internal server error (request id {g.get('request_id')})"), 500
+
+
+# ---------------------------------------------------------------------------------------
+# 10. The application factory
+# ---------------------------------------------------------------------------------------
+
+
+def create_app(settings=None):
+    """Build the app; tests pass settings (DATABASE_URL, MODEL_DIR...) to override."""
+    app = Flask(__name__)
+    app.config.update(settings_from_environment())
+    app.config.update(settings or {})
+    app.config["MODEL"] = load_model(app.config["MODEL_DIR"])
+
+    database.initialize(open_database(app.config["DATABASE_URL"], app.config["DATABASE_TIMEOUT"]))
+    try:
+        create_tables()
+    except DATABASE_ERRORS as error:
+        raise StartupError(f"Cannot reach the database to create the table: {error}") from None
+    finally:
+        discard_connections()  # gunicorn forks workers next: they must not share it
+
+    @app.before_request
+    def tag_request():
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if given.isalnum() and len(given) <= 64 else uuid.uuid4().hex
+
+    @app.after_request
+    def add_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def close_database(_error):
+        if not database.is_closed():
+            database.close()  # with a pool: back to the pool
+
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    return app
+
+
+def create_app_or_exit():
+    """Stop with one clear sentence, not a page of traceback, when start-up fails."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return create_app()
+    except StartupError as error:
+        print(f"Cannot start: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+app = create_app_or_exit()
+
+if __name__ == "__main__":
+    # Flask's development server, without the debugger: it would run code for anyone.
+    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", 5000)), debug=False)

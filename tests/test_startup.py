@@ -1,0 +1,112 @@
+"""Start-up checks of the artifacts: each mistake a student makes gets one clear sentence.
+
+(test_faults.py runs the real server on broken artifacts; these check each rule directly.)
+"""
+
+import json
+import pickle
+import shutil
+
+import joblib
+import pandas as pd
+import pytest
+from conftest import ROOT, service
+from sklearn.dummy import DummyClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+ARTIFACTS = ("pipeline.pickle", "columns.json", "dtypes.pickle")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A copy of the shipped artifacts that a test may break."""
+    for name in ARTIFACTS:
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def start(model_dir, tmp_path):
+    return service.create_app(
+        {"MODEL_DIR": str(model_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    )
+
+
+def fit_classifier(frame, labels):
+    return make_pipeline(FunctionTransformer(), DummyClassifier()).fit(frame, labels)
+
+
+def test_the_shipped_artifacts_start(model_dir, tmp_path):
+    model = start(model_dir, tmp_path).config["MODEL"]
+    assert model.kinds == {
+        "Pclass": "integer",
+        "Sex": "string",
+        "Age": "float",
+        "SibSp": "integer",
+        "Parch": "integer",
+        "Fare": "float",
+        "Cabin": "string",
+        "Embarked": "string",
+    }
+
+
+def test_columns_in_another_order_than_the_pipeline_saw(model_dir, tmp_path):
+    columns = json.loads((model_dir / "columns.json").read_text())
+    (model_dir / "columns.json").write_text(json.dumps(columns[::-1]))
+    with pytest.raises(service.StartupError, match="pipeline.pickle was trained on the columns"):
+        start(model_dir, tmp_path)
+
+
+def test_columns_json_must_be_a_list_of_names(model_dir, tmp_path):
+    for text in ('{"Pclass": 1}', "[]", '["Age", "Age"]', "not json"):
+        (model_dir / "columns.json").write_text(text)
+        with pytest.raises(service.StartupError, match="columns.json"):
+            start(model_dir, tmp_path)
+
+
+def test_a_dtype_json_cannot_carry_is_refused(model_dir, tmp_path):
+    frame = pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-01-02"])})
+    joblib.dump(fit_classifier(frame, [0, 1]), model_dir / "pipeline.pickle")
+    (model_dir / "columns.json").write_text('["when"]')
+    (model_dir / "dtypes.pickle").write_bytes(pickle.dumps(frame.dtypes))
+    with pytest.raises(service.StartupError, match="Column 'when' has the dtype datetime64"):
+        start(model_dir, tmp_path)
+
+
+@pytest.mark.parametrize("labels", [["no", "yes"], [0, 1, 2]])
+def test_only_binary_integer_labels_are_served(model_dir, tmp_path, labels):
+    frame = pd.DataFrame({"x": range(len(labels))})
+    joblib.dump(fit_classifier(frame, labels), model_dir / "pipeline.pickle")
+    (model_dir / "columns.json").write_text('["x"]')
+    (model_dir / "dtypes.pickle").write_bytes(pickle.dumps(frame.dtypes))
+    with pytest.raises(service.StartupError, match="binary classifiers with integer labels"):
+        start(model_dir, tmp_path)
+
+
+def test_another_model_with_other_columns_is_served(model_dir, tmp_path):
+    """What a student does: swap in their own pipeline with their own columns and dtypes."""
+    frame = pd.DataFrame(
+        {
+            "rooms": [1, 2, 3, 4],
+            "area": [20.5, 40.0, 60.0, 90.0],
+            "city": ["a", "b", "a", "b"],
+            "garden": [False, True, False, True],
+        }
+    )
+    joblib.dump(fit_classifier(frame, [0, 0, 1, 1]), model_dir / "pipeline.pickle")
+    (model_dir / "columns.json").write_text(json.dumps(list(frame.columns)))
+    (model_dir / "dtypes.pickle").write_bytes(pickle.dumps(frame.dtypes))
+    client = start(model_dir, tmp_path).test_client()
+
+    observation = {"rooms": 3.0, "area": None, "city": "c", "garden": True}
+    response = client.post("/predict", json={"id": 1, "observation": observation})
+    assert response.json == {"proba": 0.5}
+    refused = client.post("/predict", json={"id": 2, "observation": dict(observation, garden=1)})
+    assert refused.status_code == 422
+    assert refused.json["error"] == "observation.garden must be true or false, got an integer"
+
+
+def test_a_bad_number_in_the_environment_is_a_clear_error(monkeypatch, model_dir, tmp_path):
+    monkeypatch.setenv("MAX_REQUEST_BYTES", "64k")
+    with pytest.raises(service.StartupError, match="MAX_REQUEST_BYTES='64k' must be a number"):
+        start(model_dir, tmp_path)
