@@ -38,7 +38,7 @@ format: $(BIN)/.dev-installed ## Fix what ruff can fix and format the code
 	$(BIN)/ruff format .
 
 notebooks: $(BIN)/.dev-installed ## Run both notebooks: retrain and rewrite the artifacts
-	cd notebooks && ../$(BIN)/jupyter-execute --inplace 1_train_and_serialize.ipynb 2_deserialize_and_use.ipynb
+	$(BIN)/python notebooks/execute_notebooks.py
 
 smoke: $(BIN)/.dev-installed ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
 	$(BIN)/python smoke_check.py $(URL)

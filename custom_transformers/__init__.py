@@ -1,0 +1,10 @@
+"""Transformers used inside the shipped pipeline.
+
+The pickle stores only the *name* of each class (``custom_transformers.cabin.CabinDeck``), not
+its code, so this package must be importable wherever ``pipeline.pickle`` is loaded: in the
+notebooks and in the service.
+"""
+
+from custom_transformers.cabin import CabinDeck
+
+__all__ = ["CabinDeck"]
