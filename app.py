@@ -234,20 +234,20 @@ DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnection
 
 
 def open_database(url, timeout):
-    """Connect peewee to DATABASE_URL: sqlite:///file.db, postgres:// or postgresql://."""
-    if url.startswith(("postgres://", "postgresql://")):
-        # Opening a PostgreSQL connection costs more than a prediction: reuse them.
-        url = url.replace("://", "+pool://", 1)
-        return connect(
-            url,
-            max_connections=32,
-            stale_timeout=300,
-            timeout=timeout,
-            connect_timeout=max(1, round(timeout)),
-        )
-    # WAL lets readers and a writer work at once; the busy timeout makes a writer wait
-    # for the lock instead of failing with "database is locked".
-    return connect(url, pragmas={"journal_mode": "wal"}, timeout=timeout)
+    """Connect peewee to DATABASE_URL: sqlite:///file.db, postgres:// or postgresql://.
+
+    Connections are pooled (kept open between requests): opening one costs more than the
+    insert it is opened for. `timeout` bounds every wait for the database, in seconds.
+    """
+    scheme, rest = url.split("://", 1)
+    pool = {"max_connections": 32, "stale_timeout": 300, "timeout": timeout}
+    if scheme == "sqlite":
+        # WAL lets readers and a writer work at once; the busy timeout makes a writer wait
+        # for the lock instead of failing with "database is locked".
+        pragmas = {"journal_mode": "wal", "busy_timeout": int(timeout * 1000)}
+        # A pooled connection may serve another thread later (never two at once).
+        return connect(f"sqlite+pool://{rest}", pragmas=pragmas, check_same_thread=False, **pool)
+    return connect(f"{scheme}+pool://{rest}", connect_timeout=max(1, round(timeout)), **pool)
 
 
 def create_tables():
@@ -277,12 +277,10 @@ def in_transaction(work):
 
 
 def discard_connections():
-    if hasattr(database.obj, "close_idle"):  # a pool: its idle connections died too
-        database.close_idle()
-        if not database.is_closed():
-            database.manual_close()
-    elif not database.is_closed():
-        database.close()
+    """Close this thread's connection and the pool's idle ones: they may all be dead."""
+    database.close_idle()
+    if not database.is_closed():
+        database.manual_close()
 
 
 # ---------------------------------------------------------------------------------------
