@@ -26,3 +26,7 @@ graceful_timeout = 10
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+# gunicorn 27's control socket (~/.gunicorn/gunicorn.ctl) is for managing a server by
+# hand; one path per user means two servers on one machine would fight over it.
+control_socket_disable = True
