@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
+
+# Settings (see .env.example) come from .env when it exists, as KEY=value lines.
+-include .env
+export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
+
 .PHONY: help run test lint format notebooks smoke bench clean
 
 help: ## List the targets
@@ -40,8 +45,8 @@ format: $(BIN)/.dev-installed ## Fix what ruff can fix and format the code
 notebooks: $(BIN)/.dev-installed ## Run both notebooks: retrain and rewrite the artifacts
 	$(BIN)/python notebooks/execute_notebooks.py
 
-smoke: $(BIN)/.dev-installed ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
-	$(BIN)/python smoke_check.py $(URL)
+smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
+	$(PYTHON) smoke_check.py $(URL)
 
 bench: $(BIN)/.dev-installed ## Measure requests per second of a local server
 	$(BIN)/python benchmarks/throughput.py

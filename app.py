@@ -240,6 +240,8 @@ def open_database(url, timeout):
     insert it is opened for. `timeout` bounds every wait for the database, in seconds.
     """
     scheme, rest = url.split("://", 1)
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ValueError("only SQLite and PostgreSQL are supported")
     pool = {"max_connections": 32, "stale_timeout": 300, "timeout": timeout}
     if scheme == "sqlite":
         # WAL lets readers and a writer work at once; the busy timeout makes a writer wait
@@ -354,7 +356,7 @@ def validate_value(value, name, kind, dtype):
     """One observation field, as the pipeline saw it in training (missing -> NaN)."""
     if is_missing(value):
         if kind in ("integer", "boolean"):
-            raise ValueError(f"{name} is required and cannot be null")
+            raise ValueError(f"{name} is required: it cannot be missing, null or NaN")
         return math.nan  # never None: encoders would take None for an unseen category
     if kind == "integer":
         info = np.iinfo(dtype)
@@ -641,7 +643,15 @@ def create_app(settings=None):
     app.config.update(settings or {})
     app.config["MODEL"] = load_model(app.config["MODEL_DIR"])
 
-    database.initialize(open_database(app.config["DATABASE_URL"], app.config["DATABASE_TIMEOUT"]))
+    url = app.config["DATABASE_URL"]
+    try:
+        database.initialize(open_database(url, app.config["DATABASE_TIMEOUT"]))
+    except Exception as error:  # the message says what was wrong, never the URL (password)
+        raise StartupError(
+            f"DATABASE_URL (scheme {url.split('://')[0]!r}) is not a database URL this service "
+            f"can use ({type(error).__name__}: {error}); write it as sqlite:///predictions.db "
+            "or postgresql://user:password@host:5432/database."
+        ) from None
     try:
         create_tables()
     except DATABASE_ERRORS as error:

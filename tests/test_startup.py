@@ -110,3 +110,11 @@ def test_a_bad_number_in_the_environment_is_a_clear_error(monkeypatch, model_dir
     monkeypatch.setenv("MAX_REQUEST_BYTES", "64k")
     with pytest.raises(service.StartupError, match="MAX_REQUEST_BYTES='64k' must be a number"):
         start(model_dir, tmp_path)
+
+
+@pytest.mark.parametrize("url", ["predictions.db", "postgresq://u:pw@h/db", "mysql://u:pw@h/db"])
+def test_a_database_url_that_cannot_work_is_a_clear_error_without_the_password(model_dir, url):
+    settings = {"MODEL_DIR": str(model_dir), "DATABASE_URL": url}
+    with pytest.raises(service.StartupError, match="is not a database URL") as error:
+        service.create_app(settings)
+    assert "pw" not in str(error.value)

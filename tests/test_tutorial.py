@@ -1,0 +1,106 @@
+"""The tutorial of the README (section 3): its Python blocks are the files of tutorial/,
+byte for byte, and each step, started as the README says, answers what the README shows.
+
+The conventions of the README's blocks are described in tests/test_readme.py.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port
+from test_readme import README, check_examples, parse_readme, read_blocks
+
+STEPS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tutorial").glob("step*.py"))
+
+
+def python_blocks():
+    return [b for b in read_blocks(README.read_text()) if b.language == "python"]
+
+
+def test_there_are_three_steps():
+    assert STEPS == [
+        "tutorial/step1_always_half.py",
+        "tutorial/step2_read_json.py",
+        "tutorial/step3_serve_pipeline.py",
+    ]
+
+
+def test_every_python_block_is_the_file_it_names():
+    shown = []
+    for block in python_blocks():
+        first_line, _, rest = block.text.partition("\n")
+        where = f"README.md line {block.line}"
+        if first_line == "# app.py (excerpt)":
+            assert rest in (ROOT / "app.py").read_text(), f"{where}: not a part of app.py"
+            continue
+        name = first_line.removeprefix("# ")
+        assert name in STEPS, f"{where}: a Python block must start with '# tutorial/<file>.py'"
+        assert block.text == (ROOT / name).read_text(), f"{where} differs from {name}"
+        shown.append(name)
+    assert sorted(shown) == STEPS, "each tutorial file is shown once, in full"
+
+
+def test_each_file_names_itself_on_its_first_line():
+    for step in STEPS:
+        assert (ROOT / step).read_text().startswith(f"# {step}\n")
+
+
+class TutorialServer:
+    """`python tutorial/stepN.py`, as the README runs it, on a free port."""
+
+    def __init__(self, step):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="tutorial-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, step],
+            cwd=ROOT,
+            env={**os.environ, "PORT": str(self.port)},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_until_listening(self, seconds=30):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the step exited {self.process.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the step did not listen in {seconds} s:\n{self.output()}")
+
+    def output(self):
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", STEPS)
+def test_each_step_answers_what_the_readme_shows(step):
+    examples = [e for e in parse_readme().examples if e.server == ("tutorial", step)]
+    assert examples, f"the README shows no request for {step}"
+    server = TutorialServer(step)
+    try:
+        server.wait_until_listening()
+        failures = check_examples(examples, server.url)
+    finally:
+        server.stop()
+    assert not failures, "\n\n".join(failures)
