@@ -26,11 +26,13 @@ import math
 import os
 import pickle
 import platform
+import select
 import sys
 import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -38,6 +40,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import peewee
+import psycopg2.extensions
 import sklearn
 from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
 from peewee import (
@@ -53,7 +56,7 @@ from peewee import (
 from playhouse.db_url import connect
 from playhouse.pool import MaxConnectionsExceeded
 from sklearn.exceptions import InconsistentVersionWarning
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 APP_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("app")
@@ -249,7 +252,27 @@ def open_database(url, timeout):
         pragmas = {"journal_mode": "wal", "busy_timeout": int(timeout * 1000)}
         # A pooled connection may serve another thread later (never two at once).
         return connect(f"sqlite+pool://{rest}", pragmas=pragmas, check_same_thread=False, **pool)
+    psycopg2.extensions.set_wait_callback(partial(wait_for_postgres, timeout=timeout))
     return connect(f"{scheme}+pool://{rest}", connect_timeout=max(1, round(timeout)), **pool)
+
+
+def wait_for_postgres(connection, timeout):
+    """psycopg2 calls this whenever it waits for PostgreSQL (set in open_database).
+
+    A server that is down refuses at once; one that hangs (frozen, or cut off by the
+    network) would block the worker until gunicorn kills it. So give up after `timeout`.
+    """
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        reading = state == psycopg2.extensions.POLL_READ
+        socket = [connection.fileno()]
+        readable, writable, _ = select.select(
+            socket if reading else [], [] if reading else socket, [], timeout
+        )
+        if not (readable or writable):
+            raise psycopg2.OperationalError(f"PostgreSQL did not answer within {timeout} s")
 
 
 def create_tables():
@@ -298,9 +321,27 @@ class ApiError(Exception):
         self.status, self.message, self.extra = status, message, extra
 
 
+def read_body(limit):
+    """The body's bytes, or 413 past `limit` without reading the rest of it.
+
+    A declared Content-Length over the limit is refused before anything is read; a chunked
+    body declares none, so it is read up to one byte past the limit, at most.
+    """
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = request.stream.read(limit + 1 - size)  # may return less: read until the end
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def read_json_body():
     """The body as (raw text, parsed object), whatever Content-Type the client sent."""
-    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, before reading it
+    raw = read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
         text = raw.decode("utf-8")
         # Python's json reads NaN (which pandas and json.dumps write) as float("nan").
