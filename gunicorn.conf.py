@@ -3,6 +3,7 @@
 gunicorn reads this file by itself when it starts in this folder: `gunicorn app:app`.
 """
 
+import gc
 import os
 
 # Railway tells the app which port to listen on through $PORT.
@@ -17,6 +18,13 @@ worker_class = "sync"
 # Load the model once in the master process, before forking: the workers share its
 # memory, and a broken artifact stops the server at once with a clear message.
 preload_app = True
+
+
+def pre_fork(server, worker):
+    # Move everything loaded so far out of the garbage collector's sight: a collection in
+    # a worker would otherwise write to those shared pages and make private copies of them.
+    gc.freeze()
+
 
 # A worker that takes longer than this on one request is killed and replaced.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
