@@ -21,20 +21,13 @@ os.environ.pop("MODEL_DIR", None)
 os.environ.pop("ADMIN_TOKEN", None)
 
 import app as service  # noqa: E402
+from smoke_check import DEFAULT_OBSERVATION  # noqa: E402
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "")
 DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
-EXAMPLE = {
-    "Pclass": 2,
-    "Sex": "female",
-    "Age": 27.0,
-    "SibSp": 0,
-    "Parch": 0,
-    "Fare": 13.0,
-    "Cabin": None,
-    "Embarked": "S",
-}
+# The README's example passenger, the one smoke_check.py sends too.
+EXAMPLE = DEFAULT_OBSERVATION
 
 
 def empty_database(url):

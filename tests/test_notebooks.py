@@ -15,22 +15,14 @@ import joblib
 import nbformat
 import pandas as pd
 import pytest
+from conftest import EXAMPLE
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["1_train_and_serialize.ipynb", "2_deserialize_and_use.ipynb"]
 ARTIFACTS = ["columns.json", "dtypes.pickle", "pipeline.pickle"]
-README_EXAMPLE = {
-    "Pclass": 2,
-    "Sex": "female",
-    "Age": 27.0,
-    "SibSp": 0,
-    "Parch": 0,
-    "Fare": 13.0,
-    "Cabin": None,
-    "Embarked": "S",
-}
+README_EXAMPLE = EXAMPLE
 NAN = math.nan
 OBSERVATIONS = [
     README_EXAMPLE,
