@@ -1,0 +1,440 @@
+"""Helpers for the reliability tests (test_load, test_faults, test_hostile_input, test_memory).
+
+- `random_observations` / `predict_bodies`: seeded, varied, valid /predict requests.
+- `send_all`: many requests from a bounded pool of clients, each with its own session,
+  with a deadline; every outcome is recorded, none is raised.
+- `stored_rows`: the table read directly (not through the API).
+- `pipeline_probabilities`: what the shipped pipeline says, through the service's own code.
+- `gunicorn_workers`, `memory_kib`: the process tree of a LiveServer, from /proc.
+- `ThrowawayPostgres`: a PostgreSQL server of the test's own, in a temporary folder, on a
+  free port of 127.0.0.1, that a test may stop and start at will.
+"""
+
+import atexit
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import requests
+import schemathesis
+import yaml
+from conftest import ROOT, free_port, service
+from playhouse.db_url import connect
+
+# ---------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------
+
+
+def random_observations(count, seed):
+    """Varied observations a client could send: missing values, unknown cabins, NaN."""
+    rng = random.Random(seed)
+    observations = []
+    for _ in range(count):
+        observations.append(
+            {
+                "Pclass": rng.choice([1, 2, 3]),
+                "Sex": rng.choice(["male", "female", None]),
+                "Age": rng.choice([None, round(rng.uniform(0.4, 80), 1)]),
+                "SibSp": rng.randint(0, 8),
+                "Parch": rng.randint(0, 6),
+                "Fare": rng.choice([None, round(rng.uniform(0, 512), 4)]),
+                "Cabin": rng.choice([None, "", f"{rng.choice('ABCDEFGTZ')}{rng.randint(1, 150)}"]),
+                "Embarked": rng.choice(["S", "C", "Q", None]),
+            }
+        )
+    return observations
+
+
+def predict_bodies(ids, observations):
+    """The JSON text of one /predict request per (id, observation)."""
+    return [
+        json.dumps({"id": observation_id, "observation": observation})
+        for observation_id, observation in zip(ids, observations, strict=True)
+    ]
+
+
+@dataclass
+class Outcome:
+    """What one request got: a status and a JSON body, or the exception it raised."""
+
+    index: int
+    started: float  # time.monotonic()
+    finished: float
+    status: int | None = None  # None: no HTTP answer (connection error, timeout)
+    body: object = None  # the parsed JSON, or None when the body is not JSON
+    text: str = ""
+    content_type: str = ""
+    error: str = ""
+    response: object = None  # the requests.Response, to validate against openapi.yaml
+
+    @property
+    def seconds(self):
+        return self.finished - self.started
+
+
+@dataclass
+class Sent:
+    """All outcomes of send_all, in the order of the requests given."""
+
+    outcomes: list = field(default_factory=list)
+    skipped: int = 0  # requests not sent because the deadline had passed
+
+    def count(self, predicate):
+        return sum(1 for outcome in self.outcomes if predicate(outcome))
+
+    def statuses(self):
+        counts = {}
+        for outcome in self.outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        return counts
+
+
+def send_all(requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 30), before=None):
+    """Send (method, url, body) requests from `clients` threads, each with its own session.
+
+    Bounded in count (the list) and time (deadline_seconds: what is not sent by then is
+    skipped). `before(index)` runs in the client thread before request `index` is sent,
+    e.g. to wait at a barrier. Exceptions are recorded in the outcome, never raised.
+    """
+    local = threading.local()
+    deadline = time.monotonic() + deadline_seconds
+    sessions = []
+    lock = threading.Lock()
+
+    def session():
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            with lock:
+                sessions.append(local.session)
+        return local.session
+
+    def send(index):
+        method, url, body = requests_to_send[index]
+        if time.monotonic() > deadline:
+            return None
+        started = time.monotonic()
+        outcome = Outcome(index, started, started)
+        try:
+            if before is not None:
+                before(index)
+                outcome.started = time.monotonic()
+            response = session().request(method, url, data=body, timeout=timeout)
+            outcome.status = response.status_code
+            outcome.response = response
+            outcome.text = response.text
+            outcome.content_type = response.headers.get("Content-Type", "")
+            try:
+                outcome.body = response.json()
+            except ValueError:
+                outcome.body = None
+        except Exception as error:  # a connection error, a timeout, a broken barrier
+            outcome.error = f"{type(error).__name__}: {error}"
+        outcome.finished = time.monotonic()
+        return outcome
+
+    result = Sent()
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            for outcome in pool.map(send, range(len(requests_to_send))):
+                if outcome is None:
+                    result.skipped += 1
+                else:
+                    result.outcomes.append(outcome)
+    finally:
+        for each in sessions:
+            each.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# The contract
+# ---------------------------------------------------------------------------------------
+
+SPEC_PATH = ROOT / "openapi.yaml"
+_schema = None
+
+
+def api_schema():
+    """openapi.yaml loaded by schemathesis (once)."""
+    global _schema
+    if _schema is None:
+        _schema = schemathesis.openapi.from_path(SPEC_PATH)
+    return _schema
+
+
+def check_against_spec(response, path, method):
+    """The status is documented for the operation and the body matches its schema.
+
+    `response` may be a requests.Response or a Flask test response.
+    """
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    documented = spec["paths"][path][method.lower()]["responses"]
+    status = response.status_code
+    assert str(status) in documented, f"{method} {path}: {status} is not in openapi.yaml"
+    api_schema()[path][method.upper()].validate_response(response)
+
+
+# ---------------------------------------------------------------------------------------
+# The table and the model
+# ---------------------------------------------------------------------------------------
+
+
+def stored_rows(database_url):
+    """{observation_id: (proba, observation text)} read straight from the table."""
+    database = connect(database_url)
+    with database:
+        cursor = database.execute_sql("SELECT observation_id, proba, observation FROM prediction")
+        return {int(row[0]): (float(row[1]), row[2]) for row in cursor.fetchall()}
+
+
+_model = None
+
+
+def shipped_model():
+    """The artifacts at the repository root, loaded by the service's own loader (once)."""
+    global _model
+    if _model is None:
+        _model = service.load_model(ROOT)
+    return _model
+
+
+def pipeline_probabilities(observations):
+    """P(class 1) for each observation, through the service's validate + predict code."""
+    model = shipped_model()
+    rows = [service.validate_observation(observation, model) for observation in observations]
+    return service.predict_probabilities(rows, model)
+
+
+def close_enough(a, b):
+    """The server scores one row at a time, the test a batch: allow rounding, nothing else."""
+    return abs(a - b) <= 1e-9
+
+
+# ---------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------
+
+
+def child_pids(pid):
+    """The pids whose parent is `pid`, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        # Field 4 is the parent pid; field 2 (the name) may contain spaces but ends at ")".
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def gunicorn_workers(server):
+    """The worker pids of a LiveServer (`python -m gunicorn` is the master itself)."""
+    return child_pids(server.process.pid)
+
+
+def wait_for_workers(server, count, seconds=30, exclude=()):
+    """Wait until the master has `count` workers none of which is in `exclude`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        workers = gunicorn_workers(server)
+        if len(workers) == count and not set(workers) & set(exclude):
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(
+        f"gunicorn has workers {gunicorn_workers(server)}, not {count} new ones, "
+        f"after {seconds} s:\n{server.output()[-3000:]}"
+    )
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
+def memory_kib(pid, field_name="Pss"):
+    """Pss (shared pages split among the processes that map them) or Rss, in KiB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/smaps_rollup has no {field_name}")
+
+
+def server_memory_kib(server):
+    """{"pss": .., "rss": .., "processes": n} summed over the master and its workers."""
+    pids = [server.process.pid, *gunicorn_workers(server)]
+    return {
+        "pss": sum(memory_kib(pid, "Pss") for pid in pids),
+        "rss": sum(memory_kib(pid, "Rss") for pid in pids),
+        "processes": len(pids),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# A PostgreSQL server of the test's own
+# ---------------------------------------------------------------------------------------
+
+POSTGRES_BIN = Path(os.environ.get("POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class ThrowawayPostgres:
+    """initdb into a temporary folder and serve it on a free port of 127.0.0.1.
+
+    Connections over TCP need a password (scram-sha-256): `url` holds the role `app` and
+    its random password, so that tests can check that it never leaks. The superuser
+    `postgres` connects through the Unix socket in the folder without one (`admin_sql`).
+    As root, the server runs as the `postgres` OS user (postgres refuses to run as root).
+    Use it as a context manager: the server is stopped and the folder removed on exit,
+    and at the latest when the test process exits. Servers left behind by a test process
+    that was killed (by a timeout, say) are stopped by the next one that starts.
+    """
+
+    PREFIX = "throwaway-postgres-"
+    OWNER = "owner.pid"  # the pid of the test process, to find servers it left behind
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix=self.PREFIX))
+        (self.folder / self.OWNER).write_text(str(os.getpid()))
+        self.data = self.folder / "data"
+        self.logfile = self.folder / "postgres.log"
+        self.port = free_port()
+        self.password = "pw" + secrets.token_hex(12)
+        self.url = f"postgresql://app:{self.password}@127.0.0.1:{self.port}/app"
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.folder.chmod(0o700)
+
+    def run(self, *command, timeout=60):
+        if self.as_postgres:
+            command = ("runuser", "-u", "postgres", "--", *command)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+
+    @classmethod
+    def stop_orphans(cls):
+        """Stop and remove the servers of test processes that no longer exist."""
+        for folder in Path(tempfile.gettempdir()).glob(cls.PREFIX + "*"):
+            try:
+                owner = int((folder / cls.OWNER).read_text())
+            except (OSError, ValueError):
+                continue
+            if not process_exists(owner):
+                orphan = cls.__new__(cls)
+                orphan.folder, orphan.data = folder, folder / "data"
+                orphan.as_postgres = os.geteuid() == 0
+                orphan.close()
+
+    def __enter__(self):
+        self.stop_orphans()
+        atexit.register(self.close)
+        try:
+            self.run(
+                str(POSTGRES_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
+            self.start()
+            self.admin_sql(
+                f"CREATE ROLE app LOGIN PASSWORD '{self.password}'",
+                "CREATE DATABASE app OWNER app",
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()
+
+    def admin_sql(self, *statements, database="postgres"):
+        """Run statements as the superuser, through the Unix socket, outside a transaction."""
+        connection = psycopg2.connect(
+            host=str(self.folder), port=self.port, user="postgres", dbname=database
+        )
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                return cursor.fetchall() if cursor.description else None
+        finally:
+            connection.close()
+
+    def start(self):
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.folder} -c fsync=off "
+            "-c max_connections=100"
+        )
+        self.run(
+            str(POSTGRES_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+
+    def stop(self, mode="fast"):
+        self.run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def pids(self):
+        """The postmaster and every process it started (backends, checkpointer...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [postmaster, *child_pids(postmaster)]
+
+    def is_running(self):
+        return (self.data / "postmaster.pid").exists()
+
+    def close(self):
+        atexit.unregister(self.close)
+        try:
+            if self.is_running():
+                try:
+                    for pid in self.pids():  # a test may have frozen it with SIGSTOP
+                        os.kill(pid, signal.SIGCONT)
+                    self.stop("immediate")
+                except (subprocess.SubprocessError, OSError, ValueError):
+                    pid = int((self.data / "postmaster.pid").read_text().split()[0])
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def log(self):
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
