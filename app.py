@@ -59,6 +59,15 @@ from sklearn.exceptions import InconsistentVersionWarning
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 APP_DIR = Path(__file__).resolve().parent
+# Reported by /health: a pickle only predicts right under the versions it was made with.
+LIBRARY_VERSIONS = {
+    "python": platform.python_version(),
+    "scikit-learn": sklearn.__version__,
+    "pandas": pd.__version__,
+    "numpy": np.__version__,
+    "flask": package_version("flask"),
+    "peewee": peewee.__version__,
+}
 log = logging.getLogger("app")
 
 # ---------------------------------------------------------------------------------------
@@ -585,14 +594,7 @@ def health():
         "status": "ok" if database_status == "ok" else "unavailable",
         "database": {"engine": type(database.obj).__name__, "status": database_status},
         "model": {"version": model.version, "columns": model.columns, "classes": model.classes},
-        "versions": {
-            "python": platform.python_version(),
-            "scikit-learn": sklearn.__version__,
-            "pandas": pd.__version__,
-            "numpy": np.__version__,
-            "flask": package_version("flask"),
-            "peewee": peewee.__version__,
-        },
+        "versions": LIBRARY_VERSIONS,
     }
     if database_status != "ok":
         return jsonify(error="The database is unavailable", **body), 503
