@@ -36,13 +36,16 @@ from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import gevent
 import joblib
 import numpy as np
 import pandas as pd
 import peewee
 import psycopg2.extensions
 import sklearn
+from blinker import Namespace
 from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
+from gevent import monkey
 from peewee import (
     BigAutoField,
     BigIntegerField,
@@ -58,6 +61,8 @@ from playhouse.pool import MaxConnectionsExceeded
 from sklearn.exceptions import InconsistentVersionWarning
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from batching import BatcherClosed, BatchTimeout, MicroBatcher
+
 APP_DIR = Path(__file__).resolve().parent
 # Reported by /health: a pickle only predicts right under the versions it was made with.
 LIBRARY_VERSIONS = {
@@ -69,6 +74,12 @@ LIBRARY_VERSIONS = {
     "peewee": peewee.__version__,
 }
 log = logging.getLogger("app")
+
+# What other modules may listen to (monitoring.py counts them), without app.py knowing them.
+signals = Namespace()
+predictions_answered = signals.signal("predictions-answered")  # outcomes=[proba or ApiError]
+batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
+database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
 
 # ---------------------------------------------------------------------------------------
 # 1. Settings
@@ -83,6 +94,7 @@ def settings_from_environment():
         "ADMIN_TOKEN": os.environ.get("ADMIN_TOKEN", ""),
         "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
         "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
+        "BATCH_MAX_SIZE": number_from_environment("BATCH_MAX_SIZE", 64, int),
     }
 
 
@@ -470,13 +482,33 @@ def parse_label(payload, model):
 
 
 def predict_probabilities(rows, model):
-    """Score several observations in one predict_proba call (its fixed cost is ~3 ms)."""
+    """Score several observations in one predict_proba call (its fixed cost is ~9 ms)."""
     frame = pd.DataFrame(rows, columns=model.columns).astype(model.dtypes)
     try:
         probabilities = model.pipeline.predict_proba(frame)[:, 1]  # P(classes[1])
     except ValueError as error:  # e.g. a category the pipeline refuses
         raise ApiError(422, f"The model cannot score this observation: {error}") from None
-    return [float(p) for p in probabilities]
+    return probabilities.tolist()  # Python floats, bit for bit
+
+
+def score_each(rows, model):
+    """A probability or an ApiError per row: one call for all, row by row if it fails.
+
+    The model refuses a whole frame when one row is bad; scoring that batch again one row
+    at a time gives every good row its answer and the bad one its 422.
+    """
+    try:
+        return predict_probabilities(rows, model)
+    except ApiError as error:
+        if len(rows) == 1:
+            return [error]
+    outcomes = []
+    for row in rows:
+        try:
+            outcomes.append(predict_probabilities([row], model)[0])
+        except ApiError as error:
+            outcomes.append(error)
+    return outcomes
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,6 +540,55 @@ def same_observation(stored_body, values, model):
         return False
     # json.dumps writes NaN as NaN, so two missing values compare equal here.
     return json.dumps(stored_values) == json.dumps(values)
+
+
+@dataclass
+class PredictionRequest:
+    """One validated request to score and store: what /predict and /predict-batch send."""
+
+    observation_id: int
+    body: str  # the text stored with the row: the request as the client sent it
+    values: list  # the observation, validated, in column order
+
+
+def score_and_store(requests, model):
+    """Score requests together and store them in one transaction (group commit).
+
+    Returns, in order, the probability to answer (a float) or the ApiError to raise for
+    each request: exactly what /predict answers when they come one at a time. A database
+    error raises and stores nothing: every request of the batch gets its 503.
+    """
+    scored = score_each([r.values for r in requests], model)
+    now = utc_now()
+    new_rows = [
+        {"observation_id": r.observation_id, "observation": r.body, "proba": p, "created_at": now}
+        for r, p in zip(requests, scored, strict=True)
+        if not isinstance(p, ApiError)
+    ]
+    stored = save_predictions(new_rows) if new_rows else {}
+    outcomes = []
+    for request_, proba in zip(requests, scored, strict=True):
+        if isinstance(proba, ApiError):
+            outcomes.append(proba)
+            continue
+        row = stored[request_.observation_id]
+        if row.observation == request_.body or same_observation(
+            row.observation, request_.values, model
+        ):
+            outcomes.append(row.proba)  # a new row, or a client retrying: the same answer
+        else:
+            outcomes.append(conflict(request_.observation_id, proba))
+    predictions_answered.send(model, outcomes=outcomes)
+    return outcomes
+
+
+def conflict(observation_id, proba):
+    return ApiError(
+        409,
+        f"Observation ID {observation_id} already exists with a different observation; "
+        "send it with a new id",
+        proba=proba,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -543,23 +624,12 @@ def predict():
     body, payload = read_json_body()
     observation_id = parse_id(payload)
     values = validate_observation(payload.get("observation"), model)
-    proba = predict_probabilities([values], model)[0]
-
-    new_row = {
-        "observation_id": observation_id,
-        "observation": body,
-        "proba": proba,
-        "created_at": utc_now(),
-    }
-    stored = save_predictions([new_row])[observation_id]
-    if stored.observation == body or same_observation(stored.observation, values, model):
-        return jsonify(proba=stored.proba)  # a new row, or a client retrying: same answer
-    raise ApiError(
-        409,
-        f"Observation ID {observation_id} already exists with a different observation; "
-        "send it with a new id",
-        proba=proba,
-    )
+    # Requests that arrive together are scored and stored together (batching.py).
+    batcher = current_app.extensions["batcher"]
+    outcome = batcher.submit(PredictionRequest(observation_id, body, values))
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return jsonify(proba=outcome)
 
 
 @api.post("/update")
@@ -661,12 +731,22 @@ def register_error_handlers(app):
 
     def database_error(error):
         log.warning("request %s: database unavailable: %s", g.get("request_id"), error)
-        response = jsonify(error="The database is unavailable; retry in a few seconds")
-        response.headers["Retry-After"] = "1"
-        return response, 503
+        database_unavailable.send(current_app._get_current_object(), error=error)
+        return retry_later("The database is unavailable; retry in a few seconds")
 
     for error_class in DATABASE_ERRORS:
         app.register_error_handler(error_class, database_error)
+
+    @app.errorhandler(BatchTimeout)
+    @app.errorhandler(BatcherClosed)
+    def not_scored(error):  # a stopping worker, or batches stuck behind a slow database
+        log.warning("request %s: not scored: %s", g.get("request_id"), error)
+        return retry_later("The service could not score this request in time; retry it")
+
+    def retry_later(message):
+        response = jsonify(error=message)
+        response.headers["Retry-After"] = "1"
+        return response, 503
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
@@ -685,22 +765,14 @@ def create_app(settings=None):
     app.config.update(settings_from_environment())
     app.config.update(settings or {})
     app.config["MODEL"] = load_model(app.config["MODEL_DIR"])
-
-    url = app.config["DATABASE_URL"]
-    try:
-        database.initialize(open_database(url, app.config["DATABASE_TIMEOUT"]))
-    except Exception as error:  # the message says what was wrong, never the URL (password)
-        raise StartupError(
-            f"DATABASE_URL (scheme {url.split('://')[0]!r}) is not a database URL this service "
-            f"can use ({type(error).__name__}: {error}); write it as sqlite:///predictions.db "
-            "or postgresql://user:password@host:5432/database."
-        ) from None
+    connect_database(app)
     try:
         create_tables()
     except DATABASE_ERRORS as error:
         raise StartupError(f"Cannot reach the database to create the table: {error}") from None
     finally:
         discard_connections()  # gunicorn forks workers next: they must not share it
+    start_batching(app)
 
     @app.before_request
     def tag_request():
@@ -720,6 +792,42 @@ def create_app(settings=None):
     register_error_handlers(app)
     app.register_blueprint(api)
     return app
+
+
+def connect_database(app):
+    url = app.config["DATABASE_URL"]
+    try:
+        database.initialize(open_database(url, app.config["DATABASE_TIMEOUT"]))
+    except Exception as error:  # the message says what was wrong, never the URL (password)
+        raise StartupError(
+            f"DATABASE_URL (scheme {url.split('://')[0]!r}) is not a database URL this service "
+            f"can use ({type(error).__name__}: {error}); write it as sqlite:///predictions.db "
+            "or postgresql://user:password@host:5432/database."
+        ) from None
+
+
+def start_batching(app, gather=None):
+    """The micro-batcher that /predict submits to: one per process."""
+    app.extensions["batcher"] = MicroBatcher(
+        partial(score_and_store, model=app.config["MODEL"]),
+        max_batch_size=app.config["BATCH_MAX_SIZE"],
+        gather=gather,
+        on_batch=lambda size: batch_scored.send(app, size=size),
+        wait_timeout=3 * app.config["DATABASE_TIMEOUT"] + 5,  # a batch's database work, retried
+    )
+
+
+def start_worker(app):
+    """Run in every gunicorn worker after the fork (gunicorn.conf.py's post_worker_init).
+
+    The app was built in the master, before gevent made locks and thread-locals
+    cooperative. What holds them is made again here: the database's connection state and
+    pool (a connection per greenlet, not one shared by all), and the batcher, whose leader
+    lets every ready greenlet join its batch before taking it (gevent.idle).
+    """
+    connect_database(app)
+    cooperative = monkey.is_module_patched("threading")
+    start_batching(app, gather=gevent.idle if cooperative else None)
 
 
 def create_app_or_exit():
