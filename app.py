@@ -663,7 +663,12 @@ def health():
     body = {
         "status": "ok" if database_status == "ok" else "unavailable",
         "database": {"engine": type(database.obj).__name__, "status": database_status},
-        "model": {"version": model.version, "columns": model.columns, "classes": model.classes},
+        "model": {
+            "version": model.version,
+            "columns": model.columns,
+            "classes": model.classes,
+            "dtypes": {column: str(dtype) for column, dtype in model.dtypes.items()},
+        },
         "versions": LIBRARY_VERSIONS,
     }
     if database_status != "ok":
@@ -791,6 +796,13 @@ def create_app(settings=None):
 
     register_error_handlers(app)
     app.register_blueprint(api)
+    from pages import pages  # GET / and GET /monitor: the web pages (templates/, static/)
+
+    app.register_blueprint(pages)
+    sys.modules.setdefault("app", sys.modules[__name__])  # `python app.py`: one app module
+    import batch_scoring  # POST /predict-batch (imported here: it imports app)
+
+    batch_scoring.init_app(app)
     return app
 
 

@@ -1,83 +1,229 @@
-"""How many /predict requests per second a local gunicorn server answers, and whether
-every answered prediction was stored.
+"""Side by side: the service as built against the plainest one-row app, on the same model.
 
-    python benchmarks/throughput.py [--requests 3000] [--clients 16] [--workers 2]
-                                    [--database-url postgresql://...]
+    python benchmarks/throughput.py [--seconds 10] [--connections 1 4 16 64] [--rounds 2]
+                                    [--postgres-url postgresql://postgres@127.0.0.1/test]
 
-It starts the server itself (SQLite in a temporary folder unless --database-url is given),
-sends requests with unique ids from concurrent clients on this machine, then counts the
-rows. The client shares the CPU with the server, so compare runs on the same machine.
+`make bench` runs it (and installs wrk, the load generator, when it is missing). For each
+database (SQLite in a temporary folder, and PostgreSQL when a URL is given) it starts both
+servers with 2 workers, then, for each number of connections, runs wrk against one and
+then the other, `--rounds` times, so that both see the same machine: figures on shared
+machines drift by 2x over minutes, the ratio much less. Every request carries a new id.
+
+It prints requests/s, median and 99th-percentile latency, the servers' CPU time per
+request, the rows stored per transaction (rows sharing a created_at: one batch), and the
+ratio of the two. It checks that every id answered 200 has its row; it exits 1 if not.
 """
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
 from playhouse.db_url import connect
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from live_server import LiveServer  # noqa: E402
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from live_server import free_port  # noqa: E402
 
 OBSERVATION = {"Pclass": 2, "Sex": "female", "Age": 27.0, "SibSp": 0, "Parch": 0,
                "Fare": 13.0, "Cabin": None, "Embarked": "S"}  # fmt: skip
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def send_all(url, total, clients):
-    """POST /predict `total` times from `clients` threads; return latencies and statuses."""
-    sessions = threading.local()
+class Server:
+    """gunicorn with 2 workers in a subprocess: the service, or the one-row app."""
 
-    def send(observation_id):
-        if not hasattr(sessions, "session"):
-            sessions.session = requests.Session()
-        started = time.perf_counter()
-        response = sessions.session.post(
-            f"{url}/predict", json={"id": observation_id, "observation": OBSERVATION}, timeout=30
+    def __init__(self, name, database_url, one_row):
+        self.name, self.table = name, "one_row_prediction" if one_row else "prediction"
+        self.database_url = database_url
+        self.port = free_port()
+        if one_row:  # gunicorn's defaults: sync workers, no config file (it runs in HERE)
+            command, folder = ["--workers", "2", "one_row_app:app"], HERE
+        else:
+            command, folder = ["--config", "gunicorn.conf.py", "app:app"], ROOT
+        environment = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
+                       "WEB_CONCURRENCY": "2", "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile -"}  # fmt: skip
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *command],
+            cwd=folder,
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
-        return time.perf_counter() - started, response.status_code
+        deadline = time.monotonic() + 60
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                sys.exit(f"{name} did not start:\n{self.log.read().decode(errors='replace')}")
+            time.sleep(0.2)
 
-    with ThreadPoolExecutor(clients) as pool:
-        return list(pool.map(send, range(total)))
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def cpu_seconds(self):
+        """User + system CPU of the master and its workers so far."""
+        pids = [self.process.pid] + children(self.process.pid)
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # a worker that just exited
+            total += sum(int(value) for value in fields[11:13])  # utime, stime
+        return total / CLOCK_TICKS
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+
+def children(pid):
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def run_wrk(server, connections, seconds, first_id):
+    """One wrk run; returns its figures, and checks the answered ids against the table."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
+        cpu_before = server.cpu_seconds()
+        subprocess.run(
+            ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s",
+             "--timeout", "30s", "-s", str(HERE / "predict.lua"),
+             f"http://127.0.0.1:{server.port}", "--", str(first_id), json.dumps(OBSERVATION)],
+            check=True, capture_output=True, env={**os.environ, "WRK_REPORT": report.name},
+        )  # fmt: skip
+        cpu = server.cpu_seconds() - cpu_before
+        lines = [line.split() for line in report.read().splitlines()]
+    figures = {line[0]: float(line[1]) for line in lines if len(line) == 2}
+    statuses = {int(line[1]): int(line[2]) for line in lines if line[0] == "status"}
+    answered = [int(line[1]) for line in lines if line[0] == "id"]
+    stored, batches = stored_rows(server, first_id)
+    missing = set(answered) - stored
+    return {
+        "rps": figures["requests"] / figures["seconds"],
+        "p50": figures["p50"],
+        "p99": figures["p99"],
+        "cpu_ms": 1000 * cpu / max(figures["requests"], 1),
+        "rows_per_batch": len(stored) / max(batches, 1),
+        "non_2xx": sum(n for status, n in statuses.items() if status != 200)
+        + int(figures["socket_errors"]),
+        "missing": len(missing),
+    }
+
+
+def stored_rows(server, first_id):
+    """The ids stored by one run (ids from first_id on), and how many transactions."""
+    with connect(server.database_url) as database:
+        rows = database.execute_sql(
+            f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > %s",
+            (first_id,),
+        ).fetchall() if "postgres" in server.database_url else database.execute_sql(
+            f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > ?",
+            (first_id,),
+        ).fetchall()  # fmt: skip
+    return {row[0] for row in rows}, len({row[1] for row in rows})
+
+
+def measure(database_name, service_url, baseline_url, options, first_id):
+    servers = [Server("service", service_url, False), Server("one-row", baseline_url, True)]
+    table = []
+    try:
+        for server in servers:  # warm up: connections, caches, lazy imports
+            run_wrk(server, 4, 2, first_id)
+            first_id += 10**11
+        for connections in options.connections:
+            runs = {server.name: [] for server in servers}
+            for _ in range(options.rounds):
+                for server in servers:
+                    runs[server.name].append(
+                        run_wrk(server, connections, options.seconds, first_id)
+                    )
+                    first_id += 10**11
+            table.append((connections, runs))
+            print_row(database_name, connections, runs)
+    finally:
+        for server in servers:
+            server.stop()
+    return table
+
+
+def median_of(runs, key):
+    return statistics.median(run[key] for run in runs)
+
+
+def print_row(database_name, connections, runs):
+    service, baseline = runs["service"], runs["one-row"]
+    cells = []
+    for runs_of_one in (service, baseline):
+        cells.append(
+            f"{median_of(runs_of_one, 'rps'):7.0f} {median_of(runs_of_one, 'p50'):6.1f} "
+            f"{median_of(runs_of_one, 'p99'):6.1f} {median_of(runs_of_one, 'cpu_ms'):5.1f} "
+            f"{median_of(runs_of_one, 'rows_per_batch'):5.1f}"
+        )
+    ratios = [s["rps"] / b["rps"] for s, b in zip(service, baseline, strict=True)]
+    problems = sum(run["non_2xx"] + run["missing"] for run in service + baseline)
+    print(
+        f"| {database_name:10} | {connections:3} | {cells[0]} | {cells[1]} | "
+        f"{statistics.median(ratios):5.2f}x | "
+        f"{median_of(baseline, 'p99') / max(median_of(service, 'p99'), 1e-9):4.1f}x | "
+        f"{problems} |",
+        flush=True,
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--database-url")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL"))
     options = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk (make bench does it)")
 
-    database_url = options.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    with connect(database_url) as database:
-        database.execute_sql("DROP TABLE IF EXISTS prediction")
-    server = LiveServer(database_url, workers=options.workers).wait_until_ready()
-    try:
-        send_all(server.url, 50, options.clients)  # warm up: connections, caches
-        with connect(database_url) as database:
-            database.execute_sql("DELETE FROM prediction")
-        started = time.perf_counter()
-        results = send_all(server.url, options.requests, options.clients)
-        elapsed = time.perf_counter() - started
-    finally:
-        server.stop()
-
-    with connect(database_url) as database:
-        rows = database.execute_sql("SELECT count(*) FROM prediction").fetchone()[0]
-    latencies = sorted(latency for latency, _ in results)
-    answered = sum(status == 200 for _, status in results)
-    print(f"server: gunicorn, {options.workers} workers, {database_url.split(':')[0]}")
-    print(f"requests: {len(results)} from {options.clients} clients in {elapsed:.1f} s")
-    print(f"throughput: {len(results) / elapsed:.0f} requests/s")
-    print(f"latency: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms")  # fmt: skip
-    print(f"200: {answered}, other: {len(results) - answered}, rows stored: {rows}")
-    return 0 if answered == rows == len(results) else 1
+    print(f"{os.cpu_count()} cores, {options.seconds} s per run, {options.rounds} rounds, "
+          f"median of the rounds; latency in ms, CPU in ms per request of all server processes")  # fmt: skip
+    print(
+        "| database   | con | service: req/s    p50    p99   cpu rows/batch "
+        "| one-row: req/s    p50    p99   cpu rows | ratio | p99 ratio | errors |"
+    )
+    databases = {"SQLite": tempfile.mkdtemp()}
+    if options.postgres_url:
+        databases["PostgreSQL"] = options.postgres_url
+    problems = 0
+    for name, where in databases.items():
+        if name == "SQLite":
+            service_url, baseline_url = f"sqlite:///{where}/s.db", f"sqlite:///{where}/o.db"
+        else:
+            service_url = baseline_url = where
+            with connect(where) as database:
+                for table in ("prediction", "one_row_prediction"):
+                    database.execute_sql(f"DROP TABLE IF EXISTS {table}")
+        table = measure(name, service_url, baseline_url, options, first_id=0)
+        problems += sum(
+            run["non_2xx"] + run["missing"]
+            for _, runs in table
+            for server_runs in runs.values()
+            for run in server_runs
+        )
+    print(f"non-2xx answers, socket errors and answered ids without a row: {problems}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -258,8 +258,9 @@ def test_a_killed_worker_is_replaced_and_only_its_request_fails(live_server, tmp
         f"rows stored={len(rows)} replaced in {timeline['replaced'] - timeline['killed']:.2f} s "
         f"({len(after_kill)} requests after that)"
     )
-    # A sync worker serves one request at a time: only that one may be lost.
-    assert len(failed) <= 1, [(o.status, o.error) for o in failed]
+    # Only the requests in flight on the killed worker may be lost (its batch and the
+    # connections it held): at most one per client, since each waits for its answer.
+    assert len(failed) <= 16, [(o.status, o.error) for o in failed]
     assert all(o.status is None for o in failed)  # a dropped connection, not an error status
     assert after_kill and all(o.status == 200 for o in after_kill)
     assert missing == []
