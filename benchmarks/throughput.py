@@ -50,9 +50,14 @@ class Server:
             command, folder = ["--workers", "2", "one_row_app:app"], HERE
         else:
             command, folder = ["--config", "gunicorn.conf.py", "app:app"], ROOT
-        environment = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
-                       "WEB_CONCURRENCY": "2", "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile -"}  # fmt: skip
-        self.log = tempfile.TemporaryFile()
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile -",
+        }
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *command],
             cwd=folder,
@@ -130,13 +135,8 @@ def run_wrk(server, connections, seconds, first_id):
 def stored_rows(server, first_id):
     """The ids stored by one run (ids from first_id on), and how many transactions."""
     with connect(server.database_url) as database:
-        rows = database.execute_sql(
-            f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > %s",
-            (first_id,),
-        ).fetchall() if "postgres" in server.database_url else database.execute_sql(
-            f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > ?",
-            (first_id,),
-        ).fetchall()  # fmt: skip
+        sql = f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > "
+        rows = database.execute_sql(sql + database.param, (first_id,)).fetchall()
     return {row[0] for row in rows}, len({row[1] for row in rows})
 
 
@@ -197,8 +197,10 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk (make bench does it)")
 
-    print(f"{os.cpu_count()} cores, {options.seconds} s per run, {options.rounds} rounds, "
-          f"median of the rounds; latency in ms, CPU in ms per request of all server processes")  # fmt: skip
+    print(
+        f"{os.cpu_count()} cores, {options.seconds} s per run, median of {options.rounds} "
+        "rounds; latency in ms; CPU: ms per request, all server processes"
+    )
     print(
         "| database   | con | service: req/s    p50    p99   cpu rows/batch "
         "| one-row: req/s    p50    p99   cpu rows | ratio | p99 ratio | errors |"
