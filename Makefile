@@ -10,7 +10,7 @@ PORT ?= 5000
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test lint format notebooks smoke bench clean
+.PHONY: help run test lint format notebooks smoke score bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,8 +48,13 @@ notebooks: $(BIN)/.dev-installed ## Run both notebooks: retrain and rewrite the 
 smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
 	$(PYTHON) smoke_check.py $(URL)
 
-bench: $(BIN)/.dev-installed ## Measure requests per second of a local server
-	$(BIN)/python benchmarks/throughput.py
+score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=in.csv OUT=out.csv
+	$(BIN)/python batch_score.py "$(URL)" "$(IN)" "$(OUT)"
+
+bench: $(BIN)/.dev-installed ## Service vs one-row app, side by side (POSTGRES_URL=... adds PostgreSQL)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python benchmarks/throughput.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 
 clean: ## Remove the virtual environment, caches and the local database
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis predictions.db predictions.db-*
