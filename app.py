@@ -61,7 +61,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from sklearn.exceptions import InconsistentVersionWarning
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from batching import BatcherClosed, BatchTimeout, MicroBatcher
+from batching import BatchAbandoned, BatchTimeout, MicroBatcher
 
 APP_DIR = Path(__file__).resolve().parent
 # Reported by /health: a pickle only predicts right under the versions it was made with.
@@ -743,8 +743,8 @@ def register_error_handlers(app):
         app.register_error_handler(error_class, database_error)
 
     @app.errorhandler(BatchTimeout)
-    @app.errorhandler(BatcherClosed)
-    def not_scored(error):  # a stopping worker, or batches stuck behind a slow database
+    @app.errorhandler(BatchAbandoned)
+    def not_scored(error):  # batches stuck behind a slow database, or one that was killed
         log.warning("request %s: not scored: %s", g.get("request_id"), error)
         return retry_later("The service could not score this request in time; retry it")
 
@@ -796,6 +796,9 @@ def create_app(settings=None):
 
     register_error_handlers(app)
     app.register_blueprint(api)
+    import monitoring  # GET /stats and GET /metrics, and the counters behind them
+
+    monitoring.init_app(app)
     from pages import pages  # GET / and GET /monitor: the web pages (templates/, static/)
 
     app.register_blueprint(pages)

@@ -24,8 +24,8 @@ import time
 from collections import deque
 
 
-class BatcherClosed(Exception):
-    """The batcher was closed: the process is stopping and takes no new work."""
+class BatchAbandoned(Exception):
+    """The request that was processing this batch stopped (its greenlet was killed)."""
 
 
 class BatchTimeout(Exception):
@@ -71,19 +71,17 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._waiting = deque()
         self._busy = False  # a leader is at work
-        self._closed = False
 
     def submit(self, item):
         """Process item with whatever else is waiting; return its result or raise its error.
 
         Raises BatchTimeout after `wait_timeout` seconds of waiting for another leader's
-        batch (never while this call processes a batch itself), BatcherClosed after close().
+        batch (never while this call processes a batch itself), BatchAbandoned if the
+        request processing its batch was killed before it finished.
         """
         timeout = self.wait_timeout
         ticket = _Ticket(item)
         with self._lock:
-            if self._closed:
-                raise BatcherClosed("the batcher is closed")
             self._waiting.append(ticket)
             ticket.leads = not self._busy
             self._busy = True
@@ -92,11 +90,6 @@ class MicroBatcher:
         if ticket.leads:
             self._lead(ticket)
         return ticket.outcome()
-
-    def close(self):
-        """Take no new items; those already submitted are still processed."""
-        with self._lock:
-            self._closed = True
 
     def _withdraw(self, ticket):
         """Take a ticket that timed out out of the queue; False if it is too late for that."""
@@ -129,7 +122,7 @@ class MicroBatcher:
                     self._busy = False
             for stranded in batch:  # killed while processing: fail them now, not at timeout
                 if not stranded.ready.is_set():
-                    stranded.error = BatcherClosed("the process stopped during this batch")
+                    stranded.error = BatchAbandoned("the batch was abandoned before its end")
                     stranded.ready.set()
 
     def _run(self, batch):

@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import service
 
-from batching import BatcherClosed, BatchTimeout, MicroBatcher
+from batching import BatchTimeout, MicroBatcher
 
 
 class Recorder:
@@ -34,7 +34,7 @@ def submit_in_threads(batcher, items):
     def run(item):
         try:
             results[item] = batcher.submit(item)
-        except Exception as error:
+        except BaseException as error:  # KeyboardInterrupt stands for a killed greenlet
             results[item] = error
 
     threads = [threading.Thread(target=run, args=(item,)) for item in items]
@@ -139,20 +139,48 @@ def test_a_request_that_waits_too_long_gets_batch_timeout_and_leaves_the_queue()
     assert batcher.submit(6) == 12
 
 
-def test_close_refuses_new_items_but_finishes_those_it_holds():
-    recorder = Recorder()
-    batcher = MicroBatcher(recorder)
-    first_threads, first = hold_first_batch(batcher, recorder)
+def test_a_leader_killed_during_its_batch_fails_that_batch_and_passes_the_lead_on():
+    release_the_kill = threading.Event()
+
+    def work(items):
+        if 0 in items:
+            assert release_the_kill.wait(5)
+            raise KeyboardInterrupt  # as a greenlet killed mid-call by a stopping worker
+        return [item * 2 for item in items]
+
+    batcher = MicroBatcher(work, max_batch_size=2)
+    leader = threading.Thread(target=lambda: pytest.raises(KeyboardInterrupt, batcher.submit, 0))
+    leader.start()
+    wait_for_busy = time.monotonic() + 5
+    while not batcher._busy:
+        assert time.monotonic() < wait_for_busy
     threads, results = submit_in_threads(batcher, [1, 2, 3])
     wait_for_queue(batcher, 3)
-    batcher.close()
-    with pytest.raises(BatcherClosed):
-        batcher.submit(4)
+    release_the_kill.set()
+    for thread in [leader, *threads]:
+        thread.join(5)
+    assert results == {1: 2, 2: 4, 3: 6}  # they were waiting, not in the killed batch
+    assert batcher.submit(4) == 8
+
+
+def test_items_stranded_in_a_killed_batch_fail_at_once():
+    def work(items):
+        if 1 in items:
+            raise KeyboardInterrupt  # as a greenlet killed mid-call by a stopping worker
+        return [item * 2 for item in items]
+
+    recorder = Recorder(work)
+    batcher = MicroBatcher(recorder)
+    first_threads, _ = hold_first_batch(batcher, recorder)
+    threads, results = submit_in_threads(batcher, [1, 2, 3])
+    wait_for_queue(batcher, 3)
     recorder.release.set()
     for thread in first_threads + threads:
         thread.join(5)
-    assert first == {0: 0}
-    assert results == {1: 2, 2: 4, 3: 6}
+    # The leader of [1, 2, 3] died with its call; the other two learn it now, not at a timeout.
+    kinds = sorted(type(result).__name__ for result in results.values())
+    assert kinds == ["BatchAbandoned", "BatchAbandoned", "KeyboardInterrupt"]
+    assert batcher.submit(4) == 8 and not batcher._waiting
 
 
 def test_a_leader_killed_before_its_batch_passes_the_lead_on():
