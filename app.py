@@ -821,28 +821,20 @@ def connect_database(app):
         ) from None
 
 
-def start_batching(app, gather=None):
-    """The micro-batcher that /predict submits to: one per process."""
+def start_batching(app):
+    """The micro-batcher that /predict submits to: one per process.
+
+    Under gunicorn's gevent workers (gunicorn.conf.py patches the standard library), a
+    leader lets every greenlet that is ready to run join its batch first (gevent.idle).
+    """
+    cooperative = monkey.is_module_patched("threading")
     app.extensions["batcher"] = MicroBatcher(
         partial(score_and_store, model=app.config["MODEL"]),
         max_batch_size=app.config["BATCH_MAX_SIZE"],
-        gather=gather,
+        gather=gevent.idle if cooperative else None,
         on_batch=lambda size: batch_scored.send(app, size=size),
         wait_timeout=3 * app.config["DATABASE_TIMEOUT"] + 5,  # a batch's database work, retried
     )
-
-
-def start_worker(app):
-    """Run in every gunicorn worker after the fork (gunicorn.conf.py's post_worker_init).
-
-    The app was built in the master, before gevent made locks and thread-locals
-    cooperative. What holds them is made again here: the database's connection state and
-    pool (a connection per greenlet, not one shared by all), and the batcher, whose leader
-    lets every ready greenlet join its batch before taking it (gevent.idle).
-    """
-    connect_database(app)
-    cooperative = monkey.is_module_patched("threading")
-    start_batching(app, gather=gevent.idle if cooperative else None)
 
 
 def create_app_or_exit():

@@ -3,9 +3,21 @@
 gunicorn reads this file by itself when it starts in this folder: `gunicorn app:app`.
 """
 
+import atexit
 import gc
 import os
 import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from gevent import monkey
+
+# gevent makes the standard library's waiting parts (sockets, locks, thread-locals)
+# cooperative. Its gunicorn workers do that after the fork: too late for an app preloaded
+# in the master, whose objects (peewee's connection state, for one) would stay per thread,
+# shared by every request of a worker. So it is done here, before the app is imported.
+monkey.patch_all()
 
 # Railway tells the app which port to listen on through $PORT.
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
@@ -29,17 +41,40 @@ keepalive = int(os.environ.get("KEEPALIVE", "5"))
 preload_app = True
 
 
+# Prometheus metrics (monitoring.py, GET /metrics): each worker writes its counts to files
+# in this folder, and /metrics adds up the files of all the workers. prometheus_client reads
+# the variable when the app is imported, so it is set here, before that: a new temporary
+# folder for each server, unless you choose one.
+def remove_metrics_folder(folder, master_pid):
+    # Workers inherit this exit handler: only the master, which made the folder, removes it.
+    if os.getpid() == master_pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    # At exit, also when the app cannot start (sys.exit before any server hook runs).
+    atexit.register(remove_metrics_folder, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def on_starting(server):
+    # Counts left in the folder by an earlier server would be added to this one's.
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    # A worker died or was replaced: what it counted stays counted, its live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def pre_fork(server, worker):
     # Move everything loaded so far out of the garbage collector's sight: a collection in
     # a worker would otherwise write to those shared pages and make private copies of them.
     gc.freeze()
-
-
-def post_worker_init(worker):
-    # In the worker, after gevent's monkey-patching: what holds locks is made anew there.
-    from app import start_worker
-
-    start_worker(worker.wsgi)
 
 
 # A kept-alive connection stays on the worker that accepted it, so one client with a

@@ -1,0 +1,419 @@
+"""Score every row of a CSV file with the service: its probability, or why it has none.
+
+    python batch_score.py URL INPUT.csv OUTPUT.csv [--id-column id] [--batch-size 500]
+    make score URL=http://localhost:5000 IN=examples/passengers.csv OUT=scored.csv
+
+INPUT.csv holds one observation per row: an id column (an integer that identifies the
+row: the service stores each prediction under it) and the model's columns, which GET
+/health lists. Other columns are ignored. A value is parsed by the dtype /health reports
+for its column, so that "3" in an integer column is sent as 3 and "C85" stays a string;
+an empty cell is a missing value. A value that does not parse is sent as it is, and the
+service says what is wrong with it in that row's error.
+
+OUTPUT.csv holds the input columns, unchanged, plus `proba`, `status` and `error` (the
+answer of POST /predict-batch for that row: 200 with a proba, 409 with a proba and an
+error, 422 with an error), one line per input row, in order. It is written to a
+temporary file renamed at the end: an interrupted run leaves no half-written output.
+
+A progress bar shows rows/s. Answers 502, 503 and 504, timeouts and dropped connections
+are retried with backoff for up to --retry-for seconds: the ids make every request
+idempotent, so a service that restarts or loses its database for a while costs time,
+not rows. Running the same command again after an interruption resumes the work: rows
+already scored are sent again and get their stored answers; nothing is stored twice.
+
+Exit status: 0 when every row has a probability; 1 when some rows have an error (the
+whole file is written, and a summary line says how many); 2 when the run cannot be done
+(no id column, a file that cannot be read or written, a service that cannot be reached
+or refuses the requests), with one sentence that says why.
+
+Needs pandas, requests and tqdm (requirements_dev.txt has them), not the rest of the
+project: `pip install pandas requests tqdm` is enough on another machine.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import requests
+from tqdm import tqdm
+
+RETRY_STATUSES = {502, 503, 504}  # a restarting service, or its database down for a while
+CONNECT_TIMEOUT = 10  # seconds; the read timeout is --timeout
+
+
+class UsageError(Exception):
+    """The run cannot be done: one sentence that says why (exit status 2)."""
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Score every row of a CSV file with the service's POST /predict-batch.",
+        epilog="Exit status: 0 every row scored, 1 some rows have an error, 2 usage error.",
+    )
+    parser.add_argument("url", help="the service, e.g. https://my-app.up.railway.app")
+    parser.add_argument("input", type=Path, help="the CSV file to score")
+    parser.add_argument("output", type=Path, help="the CSV file to write (replaced)")
+    parser.add_argument("--id-column", default="id", help="the column of ids (default: id)")
+    parser.add_argument(
+        "--batch-size", type=positive, default=500, help="rows per request (default: 500)"
+    )
+    parser.add_argument(
+        "--connections", type=positive, default=2, help="requests in flight (default: 2)"
+    )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=600,
+        help="seconds to keep retrying a request the service does not answer (default: 600)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120, help="seconds to wait for an answer (default: 120)"
+    )
+    return parser.parse_args(argv)
+
+
+def positive(text):
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------
+# From CSV text to JSON values, by the dtype of each column
+# ---------------------------------------------------------------------------------------
+
+
+def to_integer(text):
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)  # "3.0" is accepted as 3; "3.5" or "nan" gets the service's 422
+    except ValueError:
+        return text
+
+
+def to_float(text):
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def to_boolean(text):
+    words = {"true": True, "1": True, "false": False, "0": False}
+    return None if text == "" else words.get(text.strip().lower(), text)
+
+
+def to_string(text):
+    return None if text == "" else text
+
+
+def to_number_or_string(text):
+    """For a service that reports no dtypes: "3" -> 3, "2.5" -> 2.5, "C85" stays text."""
+    return to_integer(text)
+
+
+def converter(dtype_name):
+    """How the text of a cell becomes the JSON value the service expects for this dtype."""
+    try:
+        dtype = pd.api.types.pandas_dtype(dtype_name)
+    except TypeError:
+        return to_string
+    if pd.api.types.is_bool_dtype(dtype):
+        return to_boolean
+    if pd.api.types.is_integer_dtype(dtype):
+        return to_integer
+    if pd.api.types.is_float_dtype(dtype):
+        return to_float
+    return to_string
+
+
+# ---------------------------------------------------------------------------------------
+# The service
+# ---------------------------------------------------------------------------------------
+
+
+class Service:
+    """POST /predict-batch with retries, one HTTP session per thread."""
+
+    def __init__(self, url, options):
+        self.url = url
+        self.options = options
+        self.batch_size = options.batch_size  # lowered if the service refuses big batches
+        self.local = threading.local()
+        self.sessions = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def session(self):
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.local.session.headers["User-Agent"] = "batch_score.py"
+            with self.lock:
+                self.sessions.append(self.local.session)
+        return self.local.session
+
+    def stop(self):
+        self.stopping.set()
+
+    def close(self):
+        for session in self.sessions:
+            session.close()
+
+    def model(self):
+        """The model's columns and the converter of each, from GET /health."""
+        try:
+            response = self.session().get(f"{self.url}/health", timeout=(CONNECT_TIMEOUT, 30))
+        except requests.RequestException as error:
+            raise UsageError(
+                f"Cannot reach the service at {self.url} ({describe(error)})."
+            ) from None
+        try:  # a 503 (database down) still names the model: the requests will be retried
+            model = response.json()["model"]
+            columns = list(model["columns"])
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(
+                f"{self.url}/health answered HTTP {response.status_code} without the model's "
+                "columns: is this URL the prediction service?"
+            ) from None
+        dtypes = model.get("dtypes")
+        if not isinstance(dtypes, dict):
+            say("The service reports no dtypes: numbers are sent as numbers, text as text.")
+            return {column: to_number_or_string for column in columns}
+        return {column: converter(str(dtypes.get(column))) for column in columns}
+
+    def score(self, items):
+        """One result per item, in order; big batches are split if the service refuses them."""
+        response = self.post(items)
+        if response.status_code in (413, 422) and len(items) > 1:
+            half = len(items) // 2
+            self.batch_size = min(self.batch_size, half)  # and smaller batches from now on
+            return self.score(items[:half]) + self.score(items[half:])
+        if response.status_code == 404:
+            raise UsageError(
+                f"{self.url} has no POST /predict-batch: is it this service, deployed from a "
+                "version that has it?"
+            )
+        try:
+            results = response.json()["results"] if response.status_code == 200 else None
+        except (ValueError, KeyError, TypeError):
+            results = None
+        if not isinstance(results, list) or len(results) != len(items):
+            raise UsageError(
+                f"The service refused a batch of {len(items)} rows: {answer(response)}."
+            )
+        return results
+
+    def post(self, items):
+        """The service's answer, after retrying what can be retried for up to --retry-for s."""
+        body = json.dumps({"observations": items}).encode()  # NaN allowed: the service reads it
+        headers = {"Content-Type": "application/json"}
+        timeout = (CONNECT_TIMEOUT, self.options.timeout)
+        delay, started, problem = 0.5, time.monotonic(), None
+        while True:
+            try:
+                response = self.session().post(
+                    f"{self.url}/predict-batch", data=body, headers=headers, timeout=timeout
+                )
+                if response.status_code not in RETRY_STATUSES:
+                    if problem is not None:
+                        waited = time.monotonic() - started
+                        say(f"The service answers again, after {waited:.1f} s.")
+                    return response
+                now_problem = answer(response)
+            except requests.RequestException as error:  # refused, dropped, timed out
+                now_problem = describe(error)
+            waited = time.monotonic() - started
+            if waited >= self.options.retry_for:
+                raise UsageError(
+                    f"The service at {self.url} has not answered for {waited:.0f} s "
+                    f"({now_problem}); run the same command again to resume."
+                )
+            if problem is None:
+                say(f"Retrying for up to {self.options.retry_for:g} s: {now_problem}")
+            problem = now_problem
+            # Exponential backoff with jitter, so that many clients do not retry in step.
+            pause = min(delay * random.uniform(1, 1.5), self.options.retry_for - waited)
+            if self.stopping.wait(max(0.0, pause)):
+                raise UsageError("Stopped while retrying.")
+            delay = min(delay * 2, 10)
+
+
+def say(message):
+    """A line on stderr, above the progress bar (stdout keeps only the summary)."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def describe(error):
+    if isinstance(error, requests.Timeout):
+        return "no answer in time"
+    reason = str(error).split("(Caused by ")[-1].rstrip(")")
+    return f"cannot connect: {reason[:160]}"
+
+
+def answer(response):
+    try:
+        detail = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        detail = response.text.strip()[:160] or "(empty body)"
+    return f"HTTP {response.status_code}: {detail}"
+
+
+# ---------------------------------------------------------------------------------------
+# The file
+# ---------------------------------------------------------------------------------------
+
+
+def read_csv(path, **options):
+    """pandas.read_csv, every cell as its text ("" when empty), or a UsageError."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, **options)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise cannot_read(path, error) from None
+
+
+def csv_chunks(path, rows, **options):
+    """The file, `rows` rows at a time; a line that cannot be read is a UsageError too."""
+    with read_csv(path, chunksize=rows, **options) as reader:
+        try:
+            yield from reader
+        except (UnicodeDecodeError, pd.errors.ParserError) as error:
+            raise cannot_read(path, error) from None
+
+
+def cannot_read(path, error):
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+    return UsageError(f"Cannot read {path} as CSV ({reason}).")
+
+
+def check_files(options):
+    """The number of rows, after checking the input, its id column and the output folder."""
+    header = list(read_csv(options.input, nrows=0).columns)
+    if options.id_column not in header:
+        raise UsageError(
+            f"{options.input} has no column {options.id_column!r} (its columns: "
+            f"{', '.join(header[:12])}); name the id column with --id-column."
+        )
+    folder = options.output.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"Cannot write {options.output}: {folder} is not a writable folder.")
+    return sum(
+        len(chunk) for chunk in csv_chunks(options.input, 100_000, usecols=[options.id_column])
+    )
+
+
+def items_of(frame, id_column, converters):
+    """The /predict-batch items of a chunk of the CSV."""
+    ids = [to_integer(text) for text in frame[id_column]]
+    values = {column: [convert(text) for text in frame[column]] for column, convert in converters}
+    return [
+        {"id": ids[row], "observation": {column: values[column][row] for column in values}}
+        for row in range(len(frame))
+    ]
+
+
+def batches(items, size):
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def score_file(options, service):
+    total = check_files(options)
+    converters = service.model()
+    header = read_csv(options.input, nrows=0)
+    missing = [column for column in converters if column not in header]
+    if missing:
+        say(f"{options.input} has no column {', '.join(missing)}: sent as missing values.")
+    present = [(column, convert) for column, convert in converters.items() if column not in missing]
+    counts = {}
+    # Written next to OUTPUT, then renamed over it: an interrupted run leaves no half file.
+    partial = options.output.with_name(options.output.name + ".partial")
+    pool = ThreadPoolExecutor(options.connections)
+    try:
+        with (
+            open(partial, "w", newline="") as file,
+            tqdm(total=total, unit="row", desc="scoring", smoothing=0.1) as progress,
+        ):
+            write_chunk(file, header, [], with_header=True)
+            rows = options.batch_size * options.connections * 4
+            for chunk in csv_chunks(options.input, rows):
+                items = items_of(chunk, options.id_column, present)
+                results = []
+                for answered in pool.map(service.score, batches(items, service.batch_size)):
+                    results += answered
+                    progress.update(len(answered))
+                for result in results:
+                    counts[result.get("status")] = counts.get(result.get("status"), 0) + 1
+                write_chunk(file, chunk, results)
+        os.replace(partial, options.output)
+    except OSError as error:
+        where = error.filename or options.output
+        raise UsageError(f"Cannot write {where} ({error.strerror or error}).") from None
+    finally:
+        service.stop()  # requests still retrying give up at once
+        pool.shutdown(wait=False, cancel_futures=True)
+        partial.unlink(missing_ok=True)
+    return counts
+
+
+def write_chunk(file, chunk, results, with_header=False):
+    output = chunk.copy()  # the input's text, unchanged
+    output["proba"] = [result.get("proba") for result in results]
+    output["status"] = pd.array([result.get("status") for result in results], dtype="Int64")
+    output["error"] = [result.get("error", "") for result in results]
+    output.to_csv(file, header=with_header, index=False)
+
+
+def summary(counts, output, seconds):
+    rows = sum(counts.values())
+    scored = counts.get(200, 0)
+    speed = f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "-"
+    line = f"Scored {rows:,} rows in {seconds:.1f} s ({speed}): {scored:,} with a probability"
+    if scored == rows:
+        return line + "."
+    errors = ", ".join(
+        f"{status}: {count:,}" for status, count in sorted(counts.items()) if status != 200
+    )
+    return line + f"; {rows - scored:,} with an error ({errors}): see the error column of {output}."
+
+
+def main(argv=None):
+    options = parse_arguments(argv)
+    url = options.url.rstrip("/")
+    service = Service(url, options)
+    started = time.monotonic()
+    try:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"The URL must start with http:// or https://, not {options.url!r}.")
+        counts = score_file(options, service)
+    except UsageError as error:
+        print(f"batch_score.py: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted: {options.output} was not written. Run the same command again to "
+            "resume: rows already scored get their stored answers.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        service.close()
+    print(summary(counts, options.output, time.monotonic() - started))
+    return 0 if set(counts) <= {200} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""POST /predict-batch: many observations in one request, each answered as /predict would.
+
+    {"observations": [{"id": 1, "observation": {...}}, {"id": 2, "observation": {...}}]}
+    -> {"results": [{"id": 1, "status": 200, "proba": 0.76}, {"id": 2, "status": 422, ...}]}
+
+Every item gets, in order, exactly what /predict would have answered for it, had the items
+been sent one after the other: 200 with its proba (new, or a retry of a stored id with the
+same observation), 409 with an error and the proba (the id is stored with another
+observation), 422 with an error (that item is invalid). One bad item never fails the others.
+
+The valid items are scored in one predict_proba call and stored in one transaction, by the
+same function that /predict's micro-batcher calls (app.score_and_store). The whole request
+is refused, storing nothing, only when it cannot be read: 400 (not JSON, not that shape),
+413 (over PREDICT_BATCH_MAX_BYTES), 422 (empty, or over PREDICT_BATCH_MAX_OBSERVATIONS
+items), 503 (the database is down: safe to send again, the ids make it idempotent).
+"""
+
+import json
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app import (
+    ApiError,
+    PredictionRequest,
+    StartupError,
+    number_from_environment,
+    parse_id,
+    read_body,
+    score_and_store,
+    validate_observation,
+)
+
+batch_scoring = Blueprint("batch_scoring", __name__)
+
+MOST_OBSERVATIONS = 10_000
+SHAPE = 'Request body must be a JSON object {"observations": [{"id": ..., "observation": {...}}]}'
+
+
+def init_app(app):
+    """Register the route, with its two limits (settings passed to create_app win)."""
+    defaults = {
+        # A batch is bigger than one /predict body (MAX_REQUEST_BYTES): its own limit.
+        "PREDICT_BATCH_MAX_BYTES": number_from_environment(
+            "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
+        ),
+        "PREDICT_BATCH_MAX_OBSERVATIONS": number_from_environment(
+            "PREDICT_BATCH_MAX_OBSERVATIONS", 1000, int
+        ),
+    }
+    for name, default in defaults.items():
+        if app.config.setdefault(name, default) < 1:
+            raise StartupError(f"{name}={app.config[name]} must be at least 1.")
+    # One INSERT stores the batch: PostgreSQL takes at most 65,535 values per statement.
+    if app.config["PREDICT_BATCH_MAX_OBSERVATIONS"] > MOST_OBSERVATIONS:
+        raise StartupError(
+            f"PREDICT_BATCH_MAX_OBSERVATIONS={app.config['PREDICT_BATCH_MAX_OBSERVATIONS']} "
+            f"must be at most {MOST_OBSERVATIONS}."
+        )
+    app.register_blueprint(batch_scoring)
+
+
+@batch_scoring.post("/predict-batch")
+def predict_batch():
+    model = current_app.config["MODEL"]
+    items = read_items()
+    parsed = [parse_item(item, model) for item in items]  # (id or None, request or ApiError)
+    valid = [outcome for _, outcome in parsed if isinstance(outcome, PredictionRequest)]
+    # One predict_proba call and one transaction; a database error raises: 503, nothing stored.
+    scored = iter(score_and_store(valid, model) if valid else [])
+    results = []
+    for observation_id, outcome in parsed:
+        if isinstance(outcome, PredictionRequest):
+            outcome = next(scored)
+        results.append(to_result(observation_id, outcome))
+    return jsonify(results=results)
+
+
+def read_items():
+    """The list of items, or the error that refuses the whole request."""
+    limit = current_app.config["PREDICT_BATCH_MAX_BYTES"]
+    # Flask applies MAX_CONTENT_LENGTH (the /predict limit) to every request; this route's
+    # own limit replaces it, before anything reads the body.
+    request.max_content_length = limit
+    try:
+        raw = read_body(limit)
+    except RequestEntityTooLarge:
+        raise ApiError(413, f"Request body is larger than {limit} bytes") from None
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise ApiError(400, f"Request body is not valid JSON: {error}") from None
+    items = payload.get("observations") if isinstance(payload, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ApiError(400, SHAPE)
+    most = current_app.config["PREDICT_BATCH_MAX_OBSERVATIONS"]
+    if not items:
+        raise ApiError(422, "observations is empty: send at least one")
+    if len(items) > most:
+        raise ApiError(
+            422, f"observations holds {len(items)} items, more than {most}: send fewer at once"
+        )
+    return items
+
+
+def parse_item(item, model):
+    """(its id or None, a PredictionRequest) for a valid item, (id or None, ApiError) if not."""
+    try:
+        observation_id = parse_id(item)
+    except ApiError as error:
+        return None, error
+    try:
+        values = validate_observation(item.get("observation"), model)
+    except ApiError as error:
+        return observation_id, error
+    # Stored as the /predict body of this item would be, so that a later /predict of the
+    # same observation is a retry (app.same_observation reads its "observation").
+    body = json.dumps({"id": observation_id, "observation": item["observation"]})
+    return observation_id, PredictionRequest(observation_id, body, values)
+
+
+def to_result(observation_id, outcome):
+    if isinstance(outcome, ApiError):  # 409 carries the proba, as /predict's does
+        return {
+            "id": observation_id,
+            "status": outcome.status,
+            "error": outcome.message,
+            **outcome.extra,
+        }
+    return {"id": observation_id, "status": 200, "proba": outcome}

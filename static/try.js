@@ -1,0 +1,191 @@
+"use strict";
+// "Try the model" (templates/try.html): the form becomes the JSON of POST /predict, sent
+// with a new random id; the answer, or the service's error next to its field, is shown.
+//
+// The JSON text is written here rather than by JSON.stringify of an object: the id is a
+// 63-bit integer, beyond what a JavaScript number holds exactly, and integers typed in
+// the form are sent digit for digit too.
+
+const form = document.getElementById("observation-form");
+const result = document.getElementById("result");
+const inputs = Array.from(form.querySelectorAll("[data-kind]"));
+const [negativeClass, positiveClass] = JSON.parse(form.dataset.classes);
+
+function newId() {
+  // 64 random bits with the top one cleared: an integer from 0 to 2^63 - 1.
+  const [random] = crypto.getRandomValues(new BigUint64Array(1));
+  return random & ((1n << 63n) - 1n);
+}
+
+// {json: "<literal>"} for one field, or {problem: "<message>"} when it cannot be sent.
+function jsonValue(input) {
+  const value = input.value;
+  const kind = input.dataset.kind;
+  if (kind === "integer" || kind === "float") {
+    if (input.validity.badInput) {
+      return { problem: `observation.${input.name} must be a number: this is not one` };
+    }
+    if (value === "") return { json: "null" };
+    // Whole numbers exactly as typed (BigInt drops leading zeros, which JSON forbids);
+    // a fraction is left for the service to accept or refuse, with its own message.
+    if (/^-?\d+$/.test(value)) return { json: BigInt(value).toString() };
+    const number = Number(value);
+    if (!Number.isFinite(number)) return { json: number > 0 ? "1e999" : "-1e999" };
+    return { json: String(number) };
+  }
+  if (value === "") return { json: "null" }; // empty: missing (refused for yes/no columns)
+  if (kind === "boolean") return { json: value === "true" ? "true" : "false" };
+  return { json: JSON.stringify(value) };
+}
+
+function requestBody(values) {
+  const pairs = values.map(([input, value]) => `${JSON.stringify(input.name)}: ${value.json}`);
+  return `{"id": ${newId()}, "observation": {${pairs.join(", ")}}}`;
+}
+
+// --- Showing what happened -------------------------------------------------------------
+
+function element(name, text, attributes = {}) {
+  const node = document.createElement(name);
+  if (text !== undefined) node.textContent = text;
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  return node;
+}
+
+function showInResult(state, ...nodes) {
+  result.dataset.state = state;
+  result.replaceChildren(element("h2", "Answer", { id: "result-title" }), ...nodes);
+}
+
+function percent(probability) {
+  return `${(probability * 100).toFixed(1)} %`;
+}
+
+function inWords(proba) {
+  let verdict = "both classes are as likely";
+  if (proba > 0.5) verdict = `class ${positiveClass} is the more likely one`;
+  if (proba < 0.5) verdict = `class ${negativeClass} is the more likely one`;
+  return (
+    `A ${percent(proba)} chance of class ${positiveClass} and ${percent(1 - proba)} ` +
+    `of class ${negativeClass}: ${verdict}. If the model is well calibrated (see the ` +
+    `monitoring page), about ${Math.round(proba * 100)} in 100 observations scored like ` +
+    `this one are of class ${positiveClass}.`
+  );
+}
+
+function curlCommand(body) {
+  const quoted = `'${body.replaceAll("'", "'\\''")}'`; // safe inside a POSIX shell
+  return (
+    `curl -s -X POST ${window.location.origin}/predict ` +
+    `-H 'Content-Type: application/json' -d ${quoted}`
+  );
+}
+
+function curlNodes(body) {
+  const command = element("pre", undefined, { class: "command" });
+  command.append(element("code", curlCommand(body), { id: "curl" }));
+  const intro = "The same request with curl (the same id: sent again, it gets the same answer):";
+  return [element("p", intro), command];
+}
+
+function showProbability(proba, answerText, body) {
+  const headline = element("p", `Probability of class ${positiveClass}: `, {
+    class: "probability",
+  });
+  headline.append(element("strong", proba.toFixed(4), { id: "probability" }));
+  const meaning = element("p", inWords(proba), { id: "meaning" });
+  const answer = element("p", "The service answered ");
+  answer.append(element("code", answerText.trim(), { id: "answer" }));
+  showInResult("answered", headline, meaning, answer, ...curlNodes(body));
+}
+
+function showRefusal(title, message, body) {
+  const refusal = element("p", undefined, { class: "refusal" });
+  refusal.append(
+    element("strong", `${title}: `),
+    element("span", message, { id: "error-message" }),
+  );
+  const nodes = body ? curlNodes(body) : [];
+  showInResult("refused", refusal, ...nodes);
+}
+
+function fieldError(input) {
+  return document.getElementById(`${input.id}-error`);
+}
+
+function clearFieldErrors() {
+  for (const input of inputs) {
+    input.removeAttribute("aria-invalid");
+    fieldError(input).hidden = true;
+    fieldError(input).textContent = "";
+  }
+}
+
+function markField(input, message) {
+  const error = fieldError(input);
+  error.textContent = error.textContent ? `${error.textContent}; ${message}` : message;
+  error.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+}
+
+// The service names fields "observation.<column>" and joins several problems with "; ".
+function markFieldsNamedIn(message) {
+  const byLongestName = [...inputs].sort((a, b) => b.name.length - a.name.length);
+  const marked = [];
+  for (const part of message.split("; ")) {
+    const input = byLongestName.find((field) => part.startsWith(`observation.${field.name} `));
+    if (input) {
+      markField(input, part);
+      marked.push(input);
+    }
+  }
+  return marked;
+}
+
+function focusFirst(marked) {
+  const first = inputs.find((input) => marked.includes(input));
+  (first || result).focus();
+}
+
+// --- Sending ---------------------------------------------------------------------------
+
+async function predict(event) {
+  event.preventDefault();
+  clearFieldErrors();
+  const values = inputs.map((input) => [input, jsonValue(input)]);
+  const problems = values.filter(([, value]) => value.problem);
+  if (problems.length) {
+    for (const [input, value] of problems) markField(input, value.problem);
+    showRefusal("Not sent", problems.map(([, value]) => value.problem).join("; "));
+    focusFirst(problems.map(([input]) => input));
+    return;
+  }
+  const body = requestBody(values);
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  showInResult("pending", element("p", "Asking the model…"));
+  try {
+    const response = await fetch("/predict", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body,
+    });
+    const answerText = await response.text();
+    const answer = JSON.parse(answerText);
+    if (response.ok) {
+      showProbability(answer.proba, answerText, body);
+      result.focus();
+    } else {
+      const kind = response.status < 500 ? "Refused" : "The service failed";
+      showRefusal(`${kind} (${response.status})`, answer.error, body);
+      focusFirst(response.status < 500 ? markFieldsNamedIn(answer.error) : []);
+    }
+  } catch (error) {
+    showRefusal("No answer from the service", `${error.message}; try again.`);
+    result.focus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+form.addEventListener("submit", predict);

@@ -1,0 +1,500 @@
+"""batch_score.py, run as a user runs it, against one live gunicorn per database.
+
+The SQLite server is shared by the module (each test uses its own range of ids); with
+TEST_DATABASE_URL set, the same tests run against a PostgreSQL server of the module's own
+(ThrowawayPostgres), which the outage test stops and starts again.
+"""
+
+import contextlib
+import csv
+import http.client
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import DATABASES, EXAMPLE, ROOT, LiveServer, free_port
+from playhouse.db_url import connect
+from reliability_helpers import ThrowawayPostgres, pipeline_probabilities, random_observations
+
+import batch_score
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = str(ROOT / "batch_score.py")
+COLUMNS = list(EXAMPLE)  # the model's columns, in order
+SERVER_ENV = {
+    # Small limits, so that the tests can cross them: batch_score.py must adapt.
+    "PREDICT_BATCH_MAX_OBSERVATIONS": "400",
+    "PREDICT_BATCH_MAX_BYTES": str(256 * 1024),
+    "DATABASE_TIMEOUT": "1",  # a locked SQLite file answers 503 after ~2 s, not 10
+}
+
+
+class Live:
+    """A running server and what the tests need to reach its database."""
+
+    def __init__(self, server, database_url, postgres=None, sqlite_path=None):
+        self.server, self.url, self.database_url = server, server.url, database_url
+        self.postgres, self.sqlite_path = postgres, sqlite_path
+
+
+@pytest.fixture(scope="module")
+def sqlite_live(tmp_path_factory):
+    path = tmp_path_factory.mktemp("batch-score") / "predictions.db"
+    server = LiveServer(f"sqlite:///{path}", workers=2, env=SERVER_ENV)
+    try:
+        server.wait_until_ready(seconds=60)
+        yield Live(server, f"sqlite:///{path}", sqlite_path=path)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgresql_live():
+    with ThrowawayPostgres() as postgres:
+        server = LiveServer(postgres.url, workers=2, env=SERVER_ENV)
+        try:
+            server.wait_until_ready(seconds=60)
+            yield Live(server, postgres.url, postgres=postgres)
+        finally:
+            server.stop()
+
+
+@pytest.fixture(params=DATABASES)
+def live(request):
+    return request.getfixturevalue(f"{request.param}_live")
+
+
+# --- Helpers ------------------------------------------------------------------------------
+
+
+def run_script(*arguments, timeout=120):
+    """python batch_score.py <arguments> -> CompletedProcess (exit code, stdout, stderr)."""
+    return subprocess.run(
+        [sys.executable, SCRIPT, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_script(*arguments):
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, *map(str, arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def passengers_csv(path, first_id, count, seed):
+    """`count` varied passengers as CSV text cells (missing -> empty), ids from first_id."""
+    observations = random_observations(count, seed)
+    rows = [
+        [first_id + index, *("" if o[c] is None else o[c] for c in COLUMNS)]
+        for index, o in enumerate(observations)
+    ]
+    return write_csv(path, ["id", *COLUMNS], rows), observations
+
+
+def stored(database_url, low, high):
+    """{id: (proba, observation text)} for ids in [low, high), and the row count."""
+    database = connect(database_url)
+    with database:
+        cursor = database.execute_sql(
+            "SELECT observation_id, proba, observation FROM prediction "
+            f"WHERE observation_id >= {int(low)} AND observation_id < {int(high)}"
+        )
+        rows = cursor.fetchall()
+    return {int(r[0]): (float(r[1]), r[2]) for r in rows}, len(rows)
+
+
+def wait_for_rows(database_url, low, high, at_least, process, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stored(database_url, low, high)[1] >= at_least:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {at_least} rows stored after {seconds} s")
+
+
+def check_complete_run(result, output, database_url, low, count):
+    """Exit 0, every row 200 in order, each stored once with the proba written."""
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(output)
+    assert [int(row["id"]) for row in rows] == list(range(low, low + count))
+    assert {row["status"] for row in rows} == {"200"}
+    table, row_count = stored(database_url, low, low + count)
+    assert row_count == count  # nothing lost, nothing stored twice
+    assert all(table[int(row["id"])][0] == float(row["proba"]) for row in rows)
+    assert f"Scored {count:,} rows" in result.stdout
+    return table
+
+
+# --- The README's run on the shipped sample -----------------------------------------------
+
+
+def readme_scoring_section():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n### Scoring a file")
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def test_the_readme_run_on_the_shipped_sample_answers_what_it_shows(sqlite_live, tmp_path):
+    section = readme_scoring_section()
+    command = re.search(r"^make score URL=\S+ IN=(\S+) OUT=(\S+)$", section, re.M)
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    summary = re.search(r"`(Scored 20 rows in .*?)`", section).group(1)
+    sample = ROOT / command.group(1)
+
+    result = run_script(sqlite_live.url, sample, tmp_path / command.group(2))
+
+    assert result.returncode == 0, result.stderr
+    pattern = re.escape(summary).replace(r"0\.2", r"[\d.]+").replace("110", r"[\d,]+")
+    assert re.fullmatch(pattern, result.stdout.strip()), result.stdout
+    written = (tmp_path / command.group(2)).read_text().splitlines()
+    assert len(written) == 1 + len(read_csv(sample))
+    for shown_line, line in zip(shown, written, strict=False):
+        shown_cells, cells = next(csv.reader([shown_line])), next(csv.reader([line]))
+        assert len(cells) == len(shown_cells)
+        for expected, actual in zip(shown_cells, cells, strict=True):
+            if re.fullmatch(r"0\.\d{6,}", expected):
+                assert float(f"{float(actual):.12g}") == float(f"{float(expected):.12g}")
+            else:
+                assert actual == expected
+    # The input columns are written back as they were read, text for text.
+    inputs = read_csv(sample)
+    outputs = read_csv(tmp_path / command.group(2))
+    assert [{k: row[k] for k in inputs[0]} for row in outputs] == inputs
+
+
+# --- Rows that get an error ----------------------------------------------------------------
+
+
+def test_every_row_gets_its_answer_and_errors_exit_1(live, tmp_path):
+    low = 10_000
+    base = ["3", "male", "30", "0", "0", "8.05", "", "S"]  # Pclass..Embarked, as text
+    rows = [
+        [low, *base],  # 200
+        [low + 1, "2.0", "female", "27", "0", "0", "13", "", "S"],  # 200: 2.0 is an integer
+        [low + 2, "1", "female", "", "1", "0", "80", "123", "C"],  # 200: Cabin stays a string
+        [low + 3, "first", *base[1:]],  # 422
+        ["", *base],  # 422: no id
+        ["abc", *base],  # 422: not an integer
+        [low, *base],  # 200: a retry of the first row
+        [low, "1", *base[1:]],  # 409: the first row's id with another passenger
+        [low + 4, "3", "male", "30", "", "0", "8.05", "", "S"],  # 422: SibSp is required
+        [low + 5, *base],  # 200
+    ]
+    source = write_csv(tmp_path / "mixed.csv", ["id", *COLUMNS], rows)
+    output = tmp_path / "scored.csv"
+
+    result = run_script(live.url, source, output)
+
+    assert result.returncode == 1, result.stderr
+    written = read_csv(output)
+    assert [row["status"] for row in written] == [
+        "200", "200", "200", "422", "422", "422", "200", "409", "422", "200"
+    ]  # fmt: skip
+    assert [row["id"] for row in written] == [str(row[0]) for row in rows]
+    assert written[1]["Pclass"] == "2.0"  # the input text, unchanged
+    errors = [row["error"] for row in written]
+    assert errors[3] == "observation.Pclass must be an integer, got a string"
+    assert errors[4] == "id must be an integer, got null"
+    assert errors[5] == "id must be an integer, got a string"
+    assert errors[7].startswith(f"Observation ID {low} already exists with a different")
+    assert errors[8] == "observation.SibSp is required: it cannot be missing, null or NaN"
+    assert [bool(row["proba"]) for row in written] == [
+        True, True, True, False, False, False, True, True, False, True
+    ]  # fmt: skip
+    assert written[6]["proba"] == written[0]["proba"]
+    assert re.fullmatch(
+        r"Scored 10 rows in [\d.]+ s \([\d,]+ rows/s\): 5 with a probability; 5 with an error "
+        rf"\(409: 1, 422: 4\): see the error column of {re.escape(str(output))}\.",
+        result.stdout.strip(),
+    )
+
+    # Stored once each, with values typed by the dtypes /health reports.
+    table, count = stored(live.database_url, low, low + 6)
+    assert sorted(table) == [low, low + 1, low + 2, low + 5] and count == 4
+    cabin = json.loads(table[low + 2][1])["observation"]
+    assert cabin == {
+        "Pclass": 1, "Sex": "female", "Age": None, "SibSp": 1, "Parch": 0, "Fare": 80.0,
+        "Cabin": "123", "Embarked": "C",
+    }  # fmt: skip
+    # Each probability is the pipeline's own, for that row scored alone.
+    for row in (written[0], written[2], written[7]):
+        values = dict(zip(COLUMNS, row_values(row), strict=True))
+        expected = pipeline_probabilities([values])[0]
+        assert abs(float(row["proba"]) - expected) <= 1e-12 * expected
+
+
+def row_values(row):
+    kinds = {"Pclass": int, "SibSp": int, "Parch": int, "Age": float, "Fare": float}
+    return [
+        None if row[c] == "" else kinds.get(c, str)(float(row[c]) if c in kinds else row[c])
+        for c in COLUMNS
+    ]
+
+
+def test_batches_larger_than_the_service_takes_are_split(sqlite_live, tmp_path):
+    low = 20_000
+    source, _ = passengers_csv(tmp_path / "big.csv", low, 1000, seed=20)
+    output = tmp_path / "scored.csv"
+    # The server takes at most 400 items a request (SERVER_ENV): 1000 -> 500 -> 250.
+    result = run_script(sqlite_live.url, source, output, "--batch-size", 1000)
+    check_complete_run(result, output, sqlite_live.database_url, low, 1000)
+
+
+def test_concurrent_batches_each_get_their_own_database_connection(live, tmp_path):
+    """Four batches in flight: a gevent worker serves several at once, each in its own
+    transaction on its own connection (on PostgreSQL, a shared one would deadlock)."""
+    low, count = 60_000, 6000
+    source, _ = passengers_csv(tmp_path / "in.csv", low, count, seed=60)
+    output = tmp_path / "scored.csv"
+    # A deadlocked worker would hold its requests for GUNICORN_TIMEOUT (30 s): give up sooner.
+    limits = ("--timeout", 10, "--retry-for", 10)
+    result = run_script(live.url, source, output, "--batch-size", 200, "--connections", 4, *limits)
+    check_complete_run(result, output, live.database_url, low, count)
+    assert "WORKER TIMEOUT" not in live.server.output()
+
+
+# --- A database outage in the middle of a run, and an interrupted run ----------------------
+
+
+class SqliteLock:
+    """Another process holding the database's write lock: the service's writes time out."""
+
+    def __init__(self, path):
+        self.connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+
+    def __enter__(self):
+        self.connection.execute("BEGIN EXCLUSIVE")
+
+    def __exit__(self, *_exc):
+        self.connection.execute("ROLLBACK")
+        self.connection.close()
+
+
+def database_outage(live, seconds):
+    """Make the database unavailable for `seconds`, then bring it back."""
+    if live.postgres is not None:
+        live.postgres.stop("fast")  # every session ends, as in a restart or a failover
+        time.sleep(seconds)
+        live.postgres.start()
+        return
+    with SqliteLock(live.sqlite_path):
+        time.sleep(seconds)
+
+
+def test_a_database_outage_in_the_middle_is_waited_for(live, tmp_path):
+    low, count = 30_000, 6000
+    source, _ = passengers_csv(tmp_path / "in.csv", low, count, seed=30)
+    output = tmp_path / "scored.csv"
+    process = start_script(live.url, source, output, "--batch-size", 200)
+    try:
+        wait_for_rows(live.database_url, low, low + count, 200, process)
+        database_outage(live, seconds=3)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    assert "Retrying for up to 600 s: HTTP 503" in stderr, stderr  # it saw the outage
+    assert "The service answers again" in stderr
+    check_complete_run(result, output, live.database_url, low, count)
+
+
+def test_an_interrupted_run_resumes_with_the_stored_answers(live, tmp_path):
+    low, count = 40_000, 8000
+    source, _ = passengers_csv(tmp_path / "in.csv", low, count, seed=40)
+    output = tmp_path / "scored.csv"
+    arguments = (live.url, source, output, "--batch-size", 200, "--connections", 1)
+    process = start_script(*arguments)
+    try:
+        wait_for_rows(live.database_url, low, low + count, 1000, process)
+        process.send_signal(signal.SIGINT)  # Ctrl+C
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 130, stderr
+    assert "Interrupted" in stderr and "Run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    assert not output.exists() and not output.with_name("scored.csv.partial").exists()
+    before, stored_before = stored(live.database_url, low, low + count)
+    assert 1000 <= stored_before < count, "the run was not interrupted in the middle"
+
+    result = run_script(*arguments)
+
+    after = check_complete_run(result, output, live.database_url, low, count)
+    assert all(after[key] == before[key] for key in before)  # the stored answers, unchanged
+
+
+# --- The request body limit holds for a chunked body too -----------------------------------
+
+
+def post_chunked(url, body):
+    """POST /predict-batch with Transfer-Encoding: chunked (no Content-Length to check)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    pieces = (body[start : start + 16384] for start in range(0, len(body), 16384))
+    # Refused before the whole body was sent: read the answer all the same.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        connection.request("POST", "/predict-batch", body=pieces, encode_chunked=True)
+    response = connection.getresponse()
+    answer = (response.status, json.loads(response.read()))
+    connection.close()
+    return answer
+
+
+def test_a_chunked_batch_is_read_up_to_its_own_limit(sqlite_live):
+    observations = [dict(o, Name="x" * 100) for o in random_observations(390, seed=50)]
+    items = [{"id": 50_000 + i, "observation": o} for i, o in enumerate(observations)]
+    body = json.dumps({"observations": items}).encode()
+    assert 64 * 1024 < len(body) < 256 * 1024  # over /predict's limit, under the batch's
+    status, answer = post_chunked(sqlite_live.url, body)
+    assert status == 200 and len(answer["results"]) == 390
+    padded = body + b" " * (256 * 1024)
+    assert post_chunked(sqlite_live.url, padded) == (
+        413,
+        {"error": f"Request body is larger than {256 * 1024} bytes"},
+    )
+
+
+# --- Usage errors: exit 2, one sentence, no traceback, no output ---------------------------
+
+
+def usage_error(capsys, *arguments, lines=1):
+    """Run main() in-process; the sentence it ends with, after checking it ended right."""
+    code = batch_score.main([str(argument) for argument in arguments])
+    captured = capsys.readouterr()
+    printed = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert printed[-1].startswith("batch_score.py: "), captured.err
+    if lines is not None:  # nothing else printed before the run starts
+        assert len(printed) <= lines, captured.err
+    return printed[-1].removeprefix("batch_score.py: "), captured.err
+
+
+def test_usage_errors_exit_2_with_one_sentence(sqlite_live, tmp_path, capsys):
+    url = sqlite_live.url
+    sample = ROOT / "examples" / "passengers.csv"
+    output = tmp_path / "out.csv"
+    no_ids = write_csv(tmp_path / "no_ids.csv", COLUMNS, [["2", "male", "", "0", "0", "", "", ""]])
+    (tmp_path / "empty.csv").write_text("")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    expected = {
+        (url, no_ids, output): f"{no_ids} has no column 'id' (its columns: Pclass, Sex, Age, "
+        "SibSp, Parch, Fare, Cabin, Embarked); name the id column with --id-column.",
+        (url, sample, output, "--id-column", "key"): f"{sample} has no column 'key'",
+        (url, tmp_path / "missing.csv", output): f"Cannot read {tmp_path / 'missing.csv'} as "
+        "CSV (No such file or directory).",
+        (url, tmp_path, output): f"Cannot read {tmp_path} as CSV (Is a directory).",
+        (url, tmp_path / "empty.csv", output): f"Cannot read {tmp_path / 'empty.csv'} as CSV",
+        (url, sample, tmp_path / "no" / "out.csv"): f"Cannot write {tmp_path / 'no' / 'out.csv'}",
+        (nowhere, sample, output): f"Cannot reach the service at {nowhere} (cannot connect:",
+        (f"{url}/nothing", sample, output): f"{url}/nothing/health answered HTTP 404 without "
+        "the model's columns: is this URL the prediction service?",
+        ("localhost:5000", sample, output): "The URL must start with http:// or https://",
+    }
+    for arguments, message in expected.items():
+        assert usage_error(capsys, *arguments)[0].startswith(message), arguments
+    assert not output.exists()
+
+    # As a user runs it: the same sentence, and no traceback.
+    result = run_script(nowhere, sample, output)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"batch_score.py: Cannot reach the service at {nowhere}")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+class OldService(BaseHTTPRequestHandler):
+    """A service from before /predict-batch: /health without dtypes, no batch route."""
+
+    def do_GET(self):
+        if self.path.startswith("/html/"):  # some other web site
+            self.send_response(200)
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            self.wfile.write(b"<html></html>")
+            return
+        self.answer(200, {"status": "ok", "model": {"columns": COLUMNS, "classes": [0, 1]}})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(404, {"error": f"Not found: {self.path}"})
+
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_a_service_without_the_batch_route_is_a_usage_error(tmp_path, capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sample = ROOT / "examples" / "passengers.csv"
+    try:
+        message, printed = usage_error(capsys, url, sample, tmp_path / "o.csv", lines=None)
+        not_this_service, _ = usage_error(capsys, f"{url}/html", sample, tmp_path / "o.csv")
+    finally:
+        server.shutdown()
+        server.server_close()
+    warning = "The service reports no dtypes: numbers are sent as numbers, text as text."
+    assert warning in printed
+    assert message == (
+        f"{url} has no POST /predict-batch: is it this service, deployed from a version that "
+        "has it?"
+    )
+    assert not_this_service == (
+        f"{url}/html/health answered HTTP 200 without the model's columns: is this URL the "
+        "prediction service?"
+    )
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_cells_are_parsed_by_the_dtype_the_service_reports():
+    integer, number, text, flag = (
+        batch_score.converter(name) for name in ("int64", "float64", "str", "bool")
+    )
+    assert [integer(t) for t in ("3", "", "2.0", "x")] == [3, None, 2.0, "x"]
+    assert [number(t) for t in ("3", "", "2.5", "x")] == [3.0, None, 2.5, "x"]
+    assert [text(t) for t in ("3", "", "C85")] == ["3", None, "C85"]
+    assert [flag(t) for t in ("True", "false", "1", "", "maybe")] == [
+        True,
+        False,
+        True,
+        None,
+        "maybe",
+    ]
+    assert type(integer("3")) is int and type(number("3")) is float

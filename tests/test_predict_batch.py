@@ -1,0 +1,234 @@
+"""POST /predict-batch, in-process, on SQLite and (with TEST_DATABASE_URL) PostgreSQL.
+
+The oracle for every item is /predict itself: the same items, sent one at a time in the
+same order to a fresh service, must get the same statuses, probabilities and errors.
+"""
+
+import dataclasses
+import json
+import math
+
+import pytest
+from conftest import EXAMPLE, free_port, service
+from reliability_helpers import (
+    check_against_spec,
+    pipeline_probabilities,
+    random_observations,
+    stored_rows,
+)
+
+import batch_scoring
+
+OTHER = dict(EXAMPLE, Pclass=3, Sex="male", Fare=7.25)  # another passenger
+
+
+def post_batch(client, items):
+    return client.post("/predict-batch", data=json.dumps({"observations": items}))
+
+
+def one_at_a_time(tmp_path, items):
+    """What /predict answers for each item, sent in order to a fresh service (the oracle)."""
+    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}"})
+    client = app.test_client()
+    results = []
+    for item in items:
+        response = client.post("/predict", data=json.dumps(item))
+        results.append({"status": response.status_code, **response.json})
+    return results
+
+
+def relative_difference(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+def test_each_item_gets_what_predict_would_answer_in_order(client, database_url, tmp_path):
+    first = {"id": 1, "observation": EXAMPLE}
+    assert client.post("/predict", data=json.dumps(first)).status_code == 200
+    items = [
+        {"id": 10, "observation": OTHER},  # new
+        {"id": 1, "observation": dict(EXAMPLE, Age=27, Name="Jane")},  # retry: same values
+        {"id": 1, "observation": OTHER},  # conflict with the stored row
+        {"id": "eleven", "observation": EXAMPLE},  # invalid id
+        {"id": 11, "observation": dict(EXAMPLE, Pclass="first")},  # invalid observation
+        {"observation": EXAMPLE},  # no id
+        {"id": 12, "observation": EXAMPLE},  # new
+        {"id": 10, "observation": OTHER},  # repeated in this batch: a retry of the first
+        {"id": 12, "observation": OTHER},  # repeated in this batch: a conflict
+        {"id": 13},  # no observation
+    ]
+    response = post_batch(client, items)
+    assert response.status_code == 200, response.json
+    check_against_spec(response, "/predict-batch", "POST")
+    results = response.json["results"]
+
+    expected = one_at_a_time(tmp_path, [first, *items])[1:]
+    assert [r["status"] for r in results] == [200, 200, 409, 422, 422, 422, 200, 200, 409, 422]
+    assert [r["id"] for r in results] == [10, 1, 1, None, 11, None, 12, 10, 12, 13]
+    for result, oracle in zip(results, expected, strict=True):
+        del result["id"]
+        assert result.keys() == oracle.keys()
+        assert result["status"] == oracle["status"]
+        assert result.get("error") == oracle.get("error")
+        if "proba" in result:
+            assert relative_difference(result["proba"], oracle["proba"]) <= 1e-12
+
+    # Exactly one row per new id; the retry and the conflicts wrote nothing.
+    rows = stored_rows(database_url)
+    assert sorted(rows) == [1, 10, 12]
+    assert rows[10] == (results[0]["proba"], json.dumps({"id": 10, "observation": OTHER}))
+    assert results[7]["proba"] == results[0]["proba"]
+    assert results[1]["proba"] == rows[1][0]
+
+
+def test_probabilities_equal_one_row_scoring(client, database_url):
+    observations = random_observations(100, seed=10)
+    items = [{"id": index, "observation": o} for index, o in enumerate(observations)]
+    results = post_batch(client, items).json["results"]
+    assert {result["status"] for result in results} == {200}
+    one_row = [pipeline_probabilities([observation])[0] for observation in observations]
+    worst = max(relative_difference(r["proba"], p) for r, p in zip(results, one_row, strict=True))
+    assert worst <= 1e-12
+    rows = stored_rows(database_url)
+    assert len(rows) == 100
+    assert all(rows[r["id"]][0] == r["proba"] for r in results)
+
+
+def test_a_batch_item_is_stored_like_a_predict_body(client):
+    items = [{"id": 5, "observation": dict(EXAMPLE, Age=math.nan, Cabin=None)}]
+    stored = post_batch(client, items).json["results"][0]["proba"]
+    # A later /predict of the same observation, written differently, is a retry.
+    retry = {"id": 5, "observation": {k: v for k, v in EXAMPLE.items() if k not in ("Age",)}}
+    assert client.post("/predict", data=json.dumps(retry)).json == {"proba": stored}
+    conflict = client.post("/predict", data=json.dumps({"id": 5, "observation": OTHER}))
+    assert conflict.status_code == 409
+
+
+class CountingPipeline:
+    """The real pipeline, counting its predict_proba calls and their rows."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.calls = pipeline, []
+
+    def predict_proba(self, frame):
+        self.calls.append(len(frame))
+        return self.pipeline.predict_proba(frame)
+
+
+def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, client, monkeypatch):
+    model = app.config["MODEL"]
+    counting = CountingPipeline(model.pipeline)
+    app.config["MODEL"] = dataclasses.replace(model, pipeline=counting)
+    transactions = []
+    real_in_transaction = service.in_transaction
+
+    def counted(work):
+        transactions.append(work)
+        return real_in_transaction(work)
+
+    monkeypatch.setattr(service, "in_transaction", counted)
+    items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(50, 4))]
+    items[7:7] = [{"id": "x"}, {"id": 99, "observation": {"Pclass": None}}]
+    results = post_batch(client, items).json["results"]
+    assert [r["status"] for r in results].count(200) == 50
+    assert counting.calls == [50]
+    assert len(transactions) == 1
+    # And no database at all when no item is valid.
+    assert post_batch(client, [{"id": "x"}]).json["results"][0]["status"] == 422
+    assert counting.calls == [50] and len(transactions) == 1
+
+
+def test_the_batch_uses_the_scoring_and_storing_function_of_predict():
+    assert batch_scoring.score_and_store is service.score_and_store
+
+
+# --- The whole request refused ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ("{not json", 400, "Request body is not valid JSON"),
+        ("[1, 2]", 400, "Request body must be a JSON object"),
+        ('{"id": 1, "observation": {}}', 400, "Request body must be a JSON object"),
+        ('{"observations": {"id": 1}}', 400, "Request body must be a JSON object"),
+        ('{"observations": [{"id": 1, "observation": {}}, 3]}', 400, "Request body must be"),
+        ("[" * 100_000, 400, "Request body is not valid JSON"),
+        ('{"observations": []}', 422, "observations is empty: send at least one"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_refused_whole(client, database_url, body, status, message):
+    response = client.post("/predict-batch", data=body)
+    assert response.status_code == status
+    assert response.json["error"].startswith(message)
+    check_against_spec(response, "/predict-batch", "POST")
+    assert stored_rows(database_url) == {}
+
+
+def test_more_items_than_the_limit_is_422_and_stores_nothing(database_url):
+    default = service.create_app({"DATABASE_URL": database_url}).config
+    assert default["PREDICT_BATCH_MAX_OBSERVATIONS"] == 1000
+    assert default["PREDICT_BATCH_MAX_BYTES"] == 4 * 1024 * 1024
+    app = service.create_app({"DATABASE_URL": database_url, "PREDICT_BATCH_MAX_OBSERVATIONS": 3})
+    client = app.test_client()
+    items = [{"id": index, "observation": EXAMPLE} for index in range(4)]
+    response = post_batch(client, items)
+    assert response.status_code == 422
+    assert response.json == {"error": "observations holds 4 items, more than 3: send fewer at once"}
+    check_against_spec(response, "/predict-batch", "POST")
+    assert stored_rows(database_url) == {}
+    assert post_batch(client, items[:3]).status_code == 200
+    assert sorted(stored_rows(database_url)) == [0, 1, 2]
+
+
+def test_the_batch_has_its_own_byte_limit(database_url):
+    app = service.create_app({"DATABASE_URL": database_url, "PREDICT_BATCH_MAX_BYTES": 100_000})
+    client = app.test_client()
+    observations = random_observations(1000, seed=5)
+    items = [{"id": index, "observation": o} for index, o in enumerate(observations)]
+    small = json.dumps({"observations": items[:600]})
+    assert 64 * 1024 < len(small) <= 100_000  # over /predict's limit, under the batch's
+    assert client.post("/predict-batch", data=small).status_code == 200
+    padded_items = [dict(item, note="x" * 200) for item in items[600:]]  # extra keys count too
+    large = json.dumps({"observations": padded_items})
+    assert len(large) > 100_000
+    response = client.post("/predict-batch", data=large)
+    assert response.status_code == 413
+    assert response.json == {"error": "Request body is larger than 100000 bytes"}
+    check_against_spec(response, "/predict-batch", "POST")
+    assert len(stored_rows(database_url)) == 600
+    # /predict keeps MAX_REQUEST_BYTES.
+    padded = json.dumps({"id": 1000, "observation": EXAMPLE}) + " " * (64 * 1024)
+    assert client.post("/predict", data=padded).status_code == 413
+
+
+@pytest.mark.parametrize("name", ["PREDICT_BATCH_MAX_BYTES", "PREDICT_BATCH_MAX_OBSERVATIONS"])
+def test_the_limits_are_read_from_the_environment(database_url, monkeypatch, name):
+    monkeypatch.setenv(name, "7")
+    assert service.create_app({"DATABASE_URL": database_url}).config[name] == 7
+    wrong_values = [("0", "must be at least 1"), ("many", "must be a number")]
+    if name == "PREDICT_BATCH_MAX_OBSERVATIONS":
+        wrong_values.append(("10001", "must be at most 10000"))
+    for wrong, message in wrong_values:
+        monkeypatch.setenv(name, wrong)
+        with pytest.raises(service.StartupError, match=message):
+            service.create_app({"DATABASE_URL": database_url})
+
+
+def test_a_database_that_cannot_be_reached_is_503_and_a_retry_stores_all(app, database_url):
+    client = app.test_client()
+    items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(20, 6))]
+    nowhere = service.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
+    reachable = service.database.obj
+    service.database.initialize(nowhere)
+    try:
+        response = post_batch(client, items)
+    finally:
+        service.database.initialize(reachable)
+    assert response.status_code == 503
+    assert response.json == {"error": "The database is unavailable; retry in a few seconds"}
+    assert response.headers["Retry-After"] == "1"
+    check_against_spec(response, "/predict-batch", "POST")
+    assert stored_rows(database_url) == {}
+    again = post_batch(client, items)
+    assert [r["status"] for r in again.json["results"]] == [200] * 20
+    assert sorted(stored_rows(database_url)) == list(range(20))
