@@ -95,6 +95,13 @@ def settings_from_environment():
         "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
         "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
         "BATCH_MAX_SIZE": number_from_environment("BATCH_MAX_SIZE", 64, int),
+        # POST /predict-batch (batch_scoring.py): larger bodies than /predict's.
+        "PREDICT_BATCH_MAX_BYTES": number_from_environment(
+            "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
+        ),
+        "PREDICT_BATCH_MAX_OBSERVATIONS": number_from_environment(
+            "PREDICT_BATCH_MAX_OBSERVATIONS", 1000, int
+        ),
     }
 
 
@@ -361,8 +368,11 @@ def read_body(limit):
 
 
 def read_json_body():
-    """The body as (raw text, parsed object), whatever Content-Type the client sent."""
-    raw = read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    """The body as (raw text, parsed object), whatever Content-Type the client sent.
+
+    Its size limit is MAX_CONTENT_LENGTH, unless the route set request.max_content_length.
+    """
+    raw = read_body(request.max_content_length)
     try:
         text = raw.decode("utf-8")
         # Python's json reads NaN (which pandas and json.dumps write) as float("nan").
@@ -726,7 +736,7 @@ def register_error_handlers(app):
         messages = {
             404: f"Not found: {request.path}",
             405: f"Method {request.method} is not allowed for {request.path}",
-            413: f"Request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes",
+            413: f"Request body is larger than {request.max_content_length} bytes",
         }
         response = jsonify(error=messages.get(error.code, error.description))
         response.status_code = error.code

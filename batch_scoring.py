@@ -18,15 +18,13 @@ items), 503 (the database is down: safe to send again, the ids make it idempoten
 import json
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import (
     ApiError,
     PredictionRequest,
     StartupError,
-    number_from_environment,
     parse_id,
-    read_body,
+    read_json_body,
     score_and_store,
     validate_observation,
 )
@@ -38,18 +36,9 @@ SHAPE = 'Request body must be a JSON object {"observations": [{"id": ..., "obser
 
 
 def init_app(app):
-    """Register the route, with its two limits (settings passed to create_app win)."""
-    defaults = {
-        # A batch is bigger than one /predict body (MAX_REQUEST_BYTES): its own limit.
-        "PREDICT_BATCH_MAX_BYTES": number_from_environment(
-            "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
-        ),
-        "PREDICT_BATCH_MAX_OBSERVATIONS": number_from_environment(
-            "PREDICT_BATCH_MAX_OBSERVATIONS", 1000, int
-        ),
-    }
-    for name, default in defaults.items():
-        if app.config.setdefault(name, default) < 1:
+    """Check this route's two limits (app.settings_from_environment), then register it."""
+    for name in ("PREDICT_BATCH_MAX_BYTES", "PREDICT_BATCH_MAX_OBSERVATIONS"):
+        if app.config[name] < 1:
             raise StartupError(f"{name}={app.config[name]} must be at least 1.")
     # One INSERT stores the batch: PostgreSQL takes at most 65,535 values per statement.
     if app.config["PREDICT_BATCH_MAX_OBSERVATIONS"] > MOST_OBSERVATIONS:
@@ -78,19 +67,11 @@ def predict_batch():
 
 def read_items():
     """The list of items, or the error that refuses the whole request."""
-    limit = current_app.config["PREDICT_BATCH_MAX_BYTES"]
     # Flask applies MAX_CONTENT_LENGTH (the /predict limit) to every request; this route's
     # own limit replaces it, before anything reads the body.
-    request.max_content_length = limit
-    try:
-        raw = read_body(limit)
-    except RequestEntityTooLarge:
-        raise ApiError(413, f"Request body is larger than {limit} bytes") from None
-    try:
-        payload = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as error:
-        raise ApiError(400, f"Request body is not valid JSON: {error}") from None
-    items = payload.get("observations") if isinstance(payload, dict) else None
+    request.max_content_length = current_app.config["PREDICT_BATCH_MAX_BYTES"]
+    _, payload = read_json_body()
+    items = payload.get("observations")
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise ApiError(400, SHAPE)
     most = current_app.config["PREDICT_BATCH_MAX_OBSERVATIONS"]

@@ -140,10 +140,11 @@ def test_a_request_that_waits_too_long_gets_batch_timeout_and_leaves_the_queue()
 
 
 def test_a_leader_killed_during_its_batch_fails_that_batch_and_passes_the_lead_on():
-    release_the_kill = threading.Event()
+    started, release_the_kill = threading.Event(), threading.Event()
 
     def work(items):
         if 0 in items:
+            started.set()
             assert release_the_kill.wait(5)
             raise KeyboardInterrupt  # as a greenlet killed mid-call by a stopping worker
         return [item * 2 for item in items]
@@ -151,9 +152,7 @@ def test_a_leader_killed_during_its_batch_fails_that_batch_and_passes_the_lead_o
     batcher = MicroBatcher(work, max_batch_size=2)
     leader = threading.Thread(target=lambda: pytest.raises(KeyboardInterrupt, batcher.submit, 0))
     leader.start()
-    wait_for_busy = time.monotonic() + 5
-    while not batcher._busy:
-        assert time.monotonic() < wait_for_busy
+    assert started.wait(5)  # item 0 is being processed, alone
     threads, results = submit_in_threads(batcher, [1, 2, 3])
     wait_for_queue(batcher, 3)
     release_the_kill.set()
