@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+# pytest-xdist: processes that run the tests at once; auto is one per core.
+TEST_PROCESSES ?= auto
 
 .DEFAULT_GOAL := help
 
@@ -10,7 +12,7 @@ PORT ?= 5000
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test lint format notebooks smoke score bench clean
+.PHONY: help run test lint format notebooks smoke score bench clean replay bench-stats screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +34,7 @@ run: $(BIN)/.prod-installed ## Install and serve on SQLite at http://localhost:5
 test: $(BIN)/.dev-installed ## Install the dev tools, lint, run every test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=10
 
 lint: $(BIN)/.dev-installed ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -42,7 +44,7 @@ format: $(BIN)/.dev-installed ## Fix what ruff can fix and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-notebooks: $(BIN)/.dev-installed ## Run both notebooks: retrain and rewrite the artifacts
+notebooks: $(BIN)/.dev-installed ## Run the notebooks: retrain, rewrite the artifacts and the profile
 	$(BIN)/python notebooks/execute_notebooks.py
 
 smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
@@ -55,6 +57,19 @@ bench: $(BIN)/.dev-installed ## Service vs one-row app, side by side (POSTGRES_U
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/throughput.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+
+replay: $(BIN)/.dev-installed ## Send notebook 1's held-out passengers and outcomes to a server (URL=...)
+	$(BIN)/python replay_traffic.py $(or $(URL),http://localhost:$(PORT))
+
+bench-stats: $(BIN)/.dev-installed ## Time GET /stats over 100,000 stored rows (POSTGRES_URL=... too)
+	$(BIN)/python benchmarks/stats.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+
+screenshots: $(BIN)/.dev-installed ## Redraw docs/*.png, the README's pictures of / and /monitor
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver) || \
+		{ echo "Install Chromium: sudo apt-get install chromium chromium-driver"; exit 1; }
+	mkdir -p docs
+	SCREENSHOTS_DIR=$(CURDIR)/docs $(BIN)/python -m pytest tests/test_pages.py -q
 
 clean: ## Remove the virtual environment, caches and the local database
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis predictions.db predictions.db-*

