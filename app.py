@@ -689,11 +689,7 @@ def health():
 @api.get("/list-db-contents")
 def list_db_contents():
     """Stored rows, newest first: ?limit=100&before_id=<id of the last row seen>."""
-    token = current_app.config["ADMIN_TOKEN"]
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    # Personal data: answer only with the token; compare in constant time.
-    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
-        raise ApiError(404, f"Not found: {request.path}")
+    require_admin()
     limit = query_integer("limit", 100, low=1, high=1000)
     before_id = query_integer("before_id", None)
 
@@ -703,6 +699,18 @@ def list_db_contents():
     rows = in_transaction(lambda: [prediction_to_dict(p) for p in query])
     next_before_id = rows[-1]["id"] if len(rows) == limit else None
     return jsonify(predictions=rows, next_before_id=next_before_id)
+
+
+def require_admin():
+    """A 404, as if the route did not exist, unless the request carries the admin token.
+
+    The admin routes show personal data (the stored observations): without ADMIN_TOKEN
+    set they are off. The token is compared in constant time.
+    """
+    token = current_app.config["ADMIN_TOKEN"]
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
+        raise ApiError(404, f"Not found: {request.path}")
 
 
 def query_integer(name, default, low=-(2**63), high=2**63 - 1):
@@ -805,18 +813,23 @@ def create_app(settings=None):
             database.close()  # with a pool: back to the pool
 
     register_error_handlers(app)
+    register_routes(app)
+    return app
+
+
+def register_routes(app):
+    """This file's routes, then each capability's own module (they import from app.py)."""
     app.register_blueprint(api)
+    # `python app.py` runs this file as __main__: let `from app import ...` find it there
+    # rather than load a second copy of it.
+    sys.modules.setdefault("app", sys.modules[__name__])
+    import batch_scoring  # POST /predict-batch
     import monitoring  # GET /stats and GET /metrics, and the counters behind them
-
-    monitoring.init_app(app)
-    from pages import pages  # GET / and GET /monitor: the web pages (templates/, static/)
-
-    app.register_blueprint(pages)
-    sys.modules.setdefault("app", sys.modules[__name__])  # `python app.py`: one app module
-    import batch_scoring  # POST /predict-batch (imported here: it imports app)
+    import pages  # GET / and GET /monitor: the web pages (templates/, static/)
 
     batch_scoring.init_app(app)
-    return app
+    monitoring.init_app(app)
+    app.register_blueprint(pages.pages)
 
 
 def connect_database(app):

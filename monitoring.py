@@ -11,7 +11,6 @@ app.py wires it in create_app with init_app(app); nothing in app.py knows the me
 listen to the signals app.py sends (predictions_answered, batch_scored, database_unavailable).
 """
 
-import hmac
 import json
 import logging
 import os
@@ -204,19 +203,9 @@ def check_column_profile(column):
 # ---------------------------------------------------------------------------------------
 
 
-def require_admin_token():
-    """404, as if the route did not exist, without the admin token (as /list-db-contents)."""
-    token = current_app.config["ADMIN_TOKEN"]
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
-        raise current_app.extensions["monitoring"].service.ApiError(
-            404, f"Not found: {request.path}"
-        )
-
-
 @monitoring.get("/metrics")
 def metrics():
-    require_admin_token()
+    current_app.extensions["monitoring"].service.require_admin()
     if MULTIPROCESS:
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected)
@@ -227,7 +216,7 @@ def metrics():
 
 @monitoring.get("/stats")
 def stats():
-    require_admin_token()
+    current_app.extensions["monitoring"].service.require_admin()
     state = current_app.extensions["monitoring"]
     service, model = state.service, current_app.config["MODEL"]
     since, until = window_bound("since", service), window_bound("until", service)
