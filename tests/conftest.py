@@ -1,13 +1,18 @@
 """Shared fixtures: an app on a fresh database, and a real gunicorn server.
 
 Every test that takes `database_url` runs on SQLite, and again on PostgreSQL when
-TEST_DATABASE_URL is set (for example postgresql://postgres@127.0.0.1:5432/test).
+TEST_DATABASE_URL is set (for example postgresql://postgres@127.0.0.1:5432/test). Under
+pytest-xdist (`pytest -n 2`), each worker process uses a database of its own next to that
+one (test_gw0, test_gw1...), created when missing: tests drop its table.
 """
 
+import math
 import os
 import sys
 import tempfile
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
 import pytest
 from live_server import ROOT, LiveServer, free_port  # noqa: F401 (tests import them from here)
 from playhouse.db_url import connect
@@ -23,8 +28,46 @@ os.environ.pop("ADMIN_TOKEN", None)
 import app as service  # noqa: E402
 from smoke_check import DEFAULT_OBSERVATION  # noqa: E402
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "")
+
+def database_of_this_process(url):
+    """TEST_DATABASE_URL, or under pytest-xdist its sibling <name>_<worker>, created if missing.
+
+    Tests drop and fill the table of their database: two worker processes must never share
+    one. The worker's URL replaces TEST_DATABASE_URL in the environment, for everyone.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1... (unset without xdist)
+    if not url or not worker:
+        return url
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{worker}"
+    connection = psycopg2.connect(url)  # CREATE DATABASE works from any database
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    worker_url = urlunsplit(parts._replace(path=f"/{name}"))
+    os.environ["TEST_DATABASE_URL"] = worker_url
+    return worker_url
+
+
+POSTGRES_URL = database_of_this_process(os.environ.get("TEST_DATABASE_URL", ""))
 DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+# Probabilities that cross a machine boundary (artifacts retrained here against the
+# committed ones, figures in the README, answers computed by another process) may differ in
+# the last digits: linear algebra libraries sum in an order that depends on the processor
+# (about 1e-11 relative, measured). Those are compared with this relative tolerance; what
+# one process stores and answers again is compared exactly, bit for bit.
+ACROSS_MACHINES = 1e-9
+
+
+def same_probability(a, b):
+    return math.isclose(a, b, rel_tol=ACROSS_MACHINES, abs_tol=0.0)
+
 
 # The README's example passenger, the one smoke_check.py sends too.
 EXAMPLE = DEFAULT_OBSERVATION

@@ -1,5 +1,6 @@
 """A real gunicorn server in a subprocess, for the tests and the benchmark."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -57,12 +58,42 @@ class LiveServer:
     def output(self):
         return Path(self.log.name).read_text(errors="replace")
 
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    def stop(self, seconds=15):
+        """Stop as Ctrl+C stops `make run`: SIGINT, and the workers quit at once.
+
+        (A graceful stop, SIGTERM, lets each gevent worker finish its requests and takes a
+        second or two more; tests of that send SIGTERM themselves.)
+        """
+        self.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + seconds
+        while self.process.poll() is None and time.monotonic() < deadline:
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                # A worker still booting misses the signal the master passes on (it comes
+                # before the worker sets its own handlers), and the master would wait
+                # graceful_timeout (10 s) for it: tell the workers again until they are gone.
+                for pid in child_pids(self.process.pid):
+                    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                        os.kill(pid, signal.SIGQUIT)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.log.close()
+
+
+def child_pids(pid):
+    """The pids whose parent is `pid`, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        # Field 4 is the parent pid; field 2 (the name) may contain spaces but ends at ")".
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid:
+            children.append(int(entry.name))
+    return sorted(children)

@@ -3,6 +3,8 @@
 - `random_observations` / `predict_bodies`: seeded, varied, valid /predict requests.
 - `send_all`: many requests from a bounded pool of clients, each with its own session,
   with a deadline; every outcome is recorded, none is raised.
+- `post_quickly`: many POSTs over kept-alive connections, at a small cost of the client's
+  CPU; only the statuses are recorded.
 - `stored_rows`: the table read directly (not through the API).
 - `pipeline_probabilities`: what the shipped pipeline says, through the service's own code.
 - `gunicorn_workers`, `memory_kib`: the process tree of a LiveServer, from /proc.
@@ -10,7 +12,9 @@
   free port of 127.0.0.1, that a test may stop and start at will.
 """
 
+import asyncio
 import atexit
+import functools
 import json
 import os
 import random
@@ -24,12 +28,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import requests
 import schemathesis
 import yaml
-from conftest import ROOT, free_port, service
+from conftest import ROOT, free_port, same_probability, service
+from live_server import child_pids
 from playhouse.db_url import connect
 
 # ---------------------------------------------------------------------------------------
@@ -101,12 +107,15 @@ class Sent:
         return counts
 
 
-def send_all(requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 30), before=None):
+def send_all(
+    requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 30), before=None, until=None
+):
     """Send (method, url, body) requests from `clients` threads, each with its own session.
 
     Bounded in count (the list) and time (deadline_seconds: what is not sent by then is
-    skipped). `before(index)` runs in the client thread before request `index` is sent,
-    e.g. to wait at a barrier. Exceptions are recorded in the outcome, never raised.
+    skipped; so is what is not sent once `until()` returns True). `before(index)` runs in
+    the client thread before request `index` is sent, e.g. to wait at a barrier.
+    Exceptions are recorded in the outcome, never raised.
     """
     local = threading.local()
     deadline = time.monotonic() + deadline_seconds
@@ -122,7 +131,7 @@ def send_all(requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 3
 
     def send(index):
         method, url, body = requests_to_send[index]
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (until is not None and until()):
             return None
         started = time.monotonic()
         outcome = Outcome(index, started, started)
@@ -158,20 +167,71 @@ def send_all(requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 3
     return result
 
 
+def post_quickly(url, bodies, connections=32, timeout=30.0):
+    """POST every body to url over `connections` kept-alive connections at once.
+
+    Returns the HTTP status of each request, in order (None: no answer). A lean client for
+    tests that need many requests rather than a record of each (send_all): asyncio streams
+    and HTTP/1.1 written by hand cost a small share of what `requests` costs per request,
+    so the server, not the client, sets the pace. A connection the server closes (gunicorn
+    closes some on purpose, see gunicorn.conf.py) is opened again.
+    """
+    target = urlsplit(url)
+    head = (
+        f"POST {target.path or '/'} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+        "Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    statuses = [None] * len(bodies)
+    pending = iter(range(len(bodies)))
+
+    async def one_connection():
+        reader = writer = None
+        for index in pending:  # shared by all connections: each takes the next request
+            body = bodies[index].encode()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(target.hostname, target.port)
+                writer.write(head.format(length=len(body)).encode() + body)
+                status, keep_alive = await asyncio.wait_for(read_response(reader), timeout)
+                statuses[index] = status
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                keep_alive = False  # recorded as None: no answer
+            if not keep_alive and writer is not None:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    async def read_response(reader):
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        await reader.readexactly(int(headers["content-length"]))
+        return int(lines[0].split()[1]), headers.get("connection") != "close"
+
+    async def all_connections():
+        await asyncio.gather(*(one_connection() for _ in range(connections)))
+
+    asyncio.run(all_connections())
+    return statuses
+
+
 # ---------------------------------------------------------------------------------------
 # The contract
 # ---------------------------------------------------------------------------------------
 
 SPEC_PATH = ROOT / "openapi.yaml"
-_schema = None
 
 
+@functools.cache
 def api_schema():
     """openapi.yaml loaded by schemathesis (once)."""
-    global _schema
-    if _schema is None:
-        _schema = schemathesis.openapi.from_path(SPEC_PATH)
-    return _schema
+    return schemathesis.openapi.from_path(SPEC_PATH)
+
+
+@functools.cache
+def api_spec():
+    """openapi.yaml as a dict (once: parsing it takes ~35 ms, and tests check hundreds)."""
+    return yaml.safe_load(SPEC_PATH.read_text())
 
 
 def check_against_spec(response, path, method):
@@ -179,8 +239,7 @@ def check_against_spec(response, path, method):
 
     `response` may be a requests.Response or a Flask test response.
     """
-    spec = yaml.safe_load(SPEC_PATH.read_text())
-    documented = spec["paths"][path][method.lower()]["responses"]
+    documented = api_spec()["paths"][path][method.lower()]["responses"]
     status = response.status_code
     assert str(status) in documented, f"{method} {path}: {status} is not in openapi.yaml"
     api_schema()[path][method.upper()].validate_response(response)
@@ -218,30 +277,14 @@ def pipeline_probabilities(observations):
 
 
 def close_enough(a, b):
-    """The server scores one row at a time, the test a batch: allow rounding, nothing else."""
-    return abs(a - b) <= 1e-9
+    """A probability from the server (another process, scoring other batches) and the one
+    computed here: the same up to the last digits (conftest.same_probability)."""
+    return same_probability(a, b)
 
 
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
-
-
-def child_pids(pid):
-    """The pids whose parent is `pid`, from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # the process ended meanwhile
-        # Field 4 is the parent pid; field 2 (the name) may contain spaces but ends at ")".
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid:
-            children.append(int(entry.name))
-    return sorted(children)
 
 
 def gunicorn_workers(server):
@@ -282,10 +325,20 @@ def memory_kib(pid, field_name="Pss"):
 
 
 def server_memory_kib(server):
-    """{"pss": .., "rss": .., "processes": n} summed over the master and its workers."""
+    """{"pss", "anonymous", "rss", "processes"}, summed over the master and its workers.
+
+    "anonymous" is the PSS of the heap and the other pages no file backs: only the server's
+    own processes share those (by forking), so it does not depend on what else runs. The
+    rest of the PSS, the pages of files such as libpython and numpy's libraries, is split
+    with every process on the machine that maps the same files: it drops while other
+    servers or tests run (by ~10 MiB here, with tests in parallel) and rises when they stop.
+    """
     pids = [server.process.pid, *gunicorn_workers(server)]
     return {
         "pss": sum(memory_kib(pid, "Pss") for pid in pids),
+        "anonymous": sum(
+            memory_kib(pid, "Pss_Anon") + memory_kib(pid, "Pss_Shmem") for pid in pids
+        ),
         "rss": sum(memory_kib(pid, "Rss") for pid in pids),
         "processes": len(pids),
     }

@@ -305,7 +305,8 @@ def test_listing_checks_its_parameters(admin_client, query):
         (b"{", "Request body is not valid JSON"),
         (b"", "Request body is not valid JSON"),
         (b"\xff\xfe{}", "Request body is not valid JSON"),
-        (b"[" * 5000 + b"]" * 5000, "Request body is not valid JSON"),
+        # Too deep for json on every Python (3.13 parses 5,000 levels), yet under 64 KiB.
+        (b"[" * 30_000 + b"]" * 30_000, "Request body is not valid JSON"),
         (b"[1, 2]", "Request body must be a JSON object"),
         (b'"text"', "Request body must be a JSON object"),
         (b"null", "Request body must be a JSON object"),

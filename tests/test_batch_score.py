@@ -9,6 +9,7 @@ import contextlib
 import csv
 import http.client
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -21,7 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import DATABASES, EXAMPLE, ROOT, LiveServer, free_port
 from playhouse.db_url import connect
-from reliability_helpers import ThrowawayPostgres, pipeline_probabilities, random_observations
+from reliability_helpers import (
+    ThrowawayPostgres,
+    gunicorn_workers,
+    pipeline_probabilities,
+    random_observations,
+)
 
 import batch_score
 
@@ -332,9 +338,20 @@ def test_an_interrupted_run_resumes_with_the_stored_answers(live, tmp_path):
     output = tmp_path / "scored.csv"
     arguments = (live.url, source, output, "--batch-size", 200, "--connections", 1)
     process = start_script(*arguments)
+    workers = gunicorn_workers(live.server)
     try:
         wait_for_rows(live.database_url, low, low + count, 1000, process)
-        process.send_signal(signal.SIGINT)  # Ctrl+C
+        # Ctrl+C while the server is frozen, so that it surely lands in the middle of the run
+        # (the script scores thousands of rows a second); the script then stops once the
+        # batch it has in flight is answered.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    try:
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()

@@ -117,12 +117,11 @@ def image(tmp_path_factory):
         shutil.copy(ROOT / name, app_dir / name)
     venv = root / "venv"
     subprocess.run([python_like_the_image(), "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [venv / "bin/python", "-m", "pip", "install", "--quiet", "-r", "requirements_prod.txt"],
-        cwd=app_dir,
-        check=True,
-        timeout=900,
-    )
+    # Without compiling every module of every package to bytecode first: two thirds of the
+    # install's time, and Python compiles what it imports anyway.
+    install = ["install", "--quiet", "--no-compile", "-r", "requirements_prod.txt"]
+    pip = [venv / "bin/python", "-m", "pip"]
+    subprocess.run([*pip, *install], cwd=app_dir, check=True, timeout=900)
     return app_dir, venv
 
 
