@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
-# pytest-xdist: processes that run the tests at once; auto is one per core.
+# pytest-xdist: processes that run the tests at once; auto is one per core, 0 runs them in one.
 TEST_PROCESSES ?= auto
 
 .DEFAULT_GOAL := help

@@ -53,7 +53,8 @@ class MicroBatcher:
     """Runs `process(items) -> results` over whatever is waiting, at most `max_batch_size`.
 
     `process` takes a list and returns a list of the same length, in the same order. If it
-    raises, every item of that batch gets the exception. `gather` is called by a leader
+    raises, every item of that batch gets the exception, and so does every item that was
+    waiting for the next batch. `gather` is called by a leader
     before it takes a batch, to let requests that are ready to run join it: under gevent
     that is `gevent.idle` (every ready greenlet runs first), with threads `time.sleep(0)`.
     `on_batch(size)` is told the size of every batch (for metrics). `wait_timeout` bounds,
@@ -131,11 +132,24 @@ class MicroBatcher:
             results = self.process([ticket.item for ticket in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"process returned {len(results)} results for {len(batch)}")
-        except Exception as error:  # every item of the batch shares the failure
-            results, failure = None, error
-        for index, ticket in enumerate(batch):
-            if results is None:
-                ticket.error = failure
-            else:
-                ticket.result = results[index]
+        except Exception as error:
+            self._fail(batch, error)
+            return
+        for ticket, result in zip(batch, results, strict=True):
+            ticket.result = result
+            ticket.ready.set()
+
+    def _fail(self, batch, error):
+        """Give the batch's failure to its items, and to the items that queued meanwhile.
+
+        What fails a whole batch is what the batch depends on (the database, say), not one
+        of its items. Rather than wait through the same failure again in the next batch,
+        the requests that queued up during this one share it now: so no request waits
+        longer than about one batch for its answer, even while the database hangs.
+        """
+        with self._lock:
+            batch = batch + list(self._waiting)
+            self._waiting.clear()
+        for ticket in batch:
+            ticket.error = error
             ticket.ready.set()
