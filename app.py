@@ -11,9 +11,14 @@ Read this file top to bottom: it is the whole service, in the order a request me
    production) so that the true outcome can be attached later with `/update`.
 4. A request goes through small named steps: parse the JSON body, validate the
    observation against the training dtypes, predict, store, format the answer.
+   Requests in flight at the same time are predicted and stored together: /predict hands
+   its request to a micro-batcher (batching.py), which runs score_and_store on them all.
 
-Routes: POST /predict, POST /update, GET /health, GET /list-db-contents (admin only),
-GET /openapi.yaml. Every error is JSON: {"error": "<what is wrong>"}.
+Routes here: POST /predict, POST /update, GET /health, GET /list-db-contents (admin only),
+GET /openapi.yaml. Each other capability has its own module, registered in create_app:
+POST /predict-batch (batch_scoring.py), GET /stats and GET /metrics (monitoring.py), and
+the web pages GET / and GET /monitor (pages.py). Every error of the API is JSON:
+{"error": "<what is wrong>"}.
 
 Run it with `gunicorn app:app` (see gunicorn.conf.py) or `python app.py`.
 """
