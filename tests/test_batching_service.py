@@ -36,6 +36,12 @@ pytestmark = pytest.mark.slow
 CLIENTS = 32
 
 
+def numbered_bodies(count, seed):
+    """Ids 1..count and one varied /predict body for each."""
+    ids = list(range(1, count + 1))
+    return ids, predict_bodies(ids, random_observations(count, seed=seed))
+
+
 def batches_of(database_url):
     """How many rows each transaction stored: rows of one batch share their created_at."""
     with connect(database_url) as database:
@@ -215,8 +221,7 @@ def test_a_frozen_database_fails_whole_batches_with_503_in_bounded_time():
         try:
             workers = wait_for_workers(server, 2)
             count = 400
-            ids = list(range(1, count + 1))
-            bodies = predict_bodies(ids, random_observations(count, seed=7))
+            ids, bodies = numbered_bodies(count, seed=7)
             frozen_at = {}
 
             def freeze_after_100(index):
@@ -257,8 +262,7 @@ def test_a_worker_killed_mid_batch_loses_only_its_requests_in_flight(start_serve
     server = start_server(database_url)
     workers = wait_for_workers(server, 2)
     count = 1200
-    ids = list(range(1, count + 1))
-    bodies = predict_bodies(ids, random_observations(count, seed=13))
+    ids, bodies = numbered_bodies(count, seed=13)
     killed = {}
 
     def kill_at_400(index):
@@ -288,8 +292,7 @@ def test_a_graceful_stop_answers_every_request_it_holds(start_server, tmp_path):
     server = start_server(database_url)
     wait_for_workers(server, 2)
     count = 1200
-    ids = list(range(1, count + 1))
-    bodies = predict_bodies(ids, random_observations(count, seed=17))
+    ids, bodies = numbered_bodies(count, seed=17)
 
     def stop_at_300(index):
         if index == 300:
