@@ -97,6 +97,9 @@ def start_script(*arguments):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # pytest-xdist's worker processes ignore Ctrl+C, and a child inherits that: give the
+        # script the default, as in a terminal, so that SIGINT interrupts it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
