@@ -12,7 +12,7 @@ TEST_PROCESSES ?= auto
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test lint format notebooks smoke score bench clean replay bench-stats screenshots
+.PHONY: help run test lint format notebooks examples smoke score bench clean replay bench-stats screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,16 +47,22 @@ format: $(BIN)/.dev-installed ## Fix what ruff can fix and format the code
 notebooks: $(BIN)/.dev-installed ## Run the notebooks: retrain, rewrite the artifacts and the profile
 	$(BIN)/python notebooks/execute_notebooks.py
 
+examples: $(BIN)/.dev-installed ## Retrain the example models of examples/ (wine, diabetes, ...)
+	$(BIN)/python examples/train_examples.py
+	$(BIN)/python examples/train_stop_and_search.py
+
 smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
 	$(PYTHON) smoke_check.py $(URL)
 
 score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=in.csv OUT=out.csv
 	$(BIN)/python batch_score.py "$(URL)" "$(IN)" "$(OUT)"
 
-bench: $(BIN)/.dev-installed ## Service vs one-row app, side by side (POSTGRES_URL=... adds PostgreSQL)
+bench: $(BIN)/.dev-installed ## Service vs one-row app, Titanic and regression (POSTGRES_URL=... adds PostgreSQL)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/throughput.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+	$(BIN)/python benchmarks/throughput.py --model examples/diabetes \
+		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 
 replay: $(BIN)/.dev-installed ## Send notebook 1's held-out passengers and outcomes to a server (URL=...)
 	$(BIN)/python replay_traffic.py $(or $(URL),http://localhost:$(PORT))

@@ -66,7 +66,10 @@ from playhouse.pool import MaxConnectionsExceeded
 from sklearn.exceptions import InconsistentVersionWarning
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import migrations
 from batching import BatchAbandoned, BatchTimeout, MicroBatcher
+from tasks import TaskError, read_task
+from values import is_missing, json_type, parse_integer, parse_number
 
 APP_DIR = Path(__file__).resolve().parent
 # Reported by /health: a pickle only predicts right under the versions it was made with.
@@ -82,7 +85,7 @@ log = logging.getLogger("app")
 
 # What other modules may listen to (monitoring.py counts them), without app.py knowing them.
 signals = Namespace()
-predictions_answered = signals.signal("predictions-answered")  # outcomes=[proba or ApiError]
+predictions_answered = signals.signal("predictions-answered")  # outcomes=[output or ApiError]
 batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
 database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
 
@@ -100,6 +103,10 @@ def settings_from_environment():
         "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
         "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
         "BATCH_MAX_SIZE": number_from_environment("BATCH_MAX_SIZE", 64, int),
+        # Binary classifiers (tasks.py): the decision is probability >= THRESHOLD, for the
+        # class POSITIVE_CLASS. Unset: 0.5, and the greater of the two labels (1, true).
+        "THRESHOLD": number_from_environment("THRESHOLD", None, float),
+        "POSITIVE_CLASS": os.environ.get("POSITIVE_CLASS") or None,
         # POST /predict-batch (batch_scoring.py): larger bodies than /predict's.
         "PREDICT_BATCH_MAX_BYTES": number_from_environment(
             "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
@@ -111,7 +118,9 @@ def settings_from_environment():
 
 
 def number_from_environment(name, default, convert):
-    text = os.environ.get(name) or str(default)
+    text = os.environ.get(name)
+    if not text:
+        return default
     try:
         return convert(text)
     except ValueError:
@@ -135,12 +144,12 @@ class LoadedModel:
     columns: list  # feature names, in training order
     dtypes: dict  # column -> training dtype
     kinds: dict  # column -> "integer", "float", "boolean" or "string" (how to validate)
-    classes: list  # the labels the pipeline predicts, e.g. [0, 1]
-    version: str  # a short hash of pipeline.pickle, to tell models apart in /health
+    task: object  # what it predicts and how it answers (tasks.py): binary, multiclass...
+    version: str  # a short hash of pipeline.pickle: stored with every row it answers
 
 
-def load_model(model_dir):
-    """Load pipeline.pickle, columns.json and dtypes.pickle, and check they agree."""
+def load_model(model_dir, threshold=None, positive_class=None):
+    """Load pipeline.pickle, columns.json and dtypes.pickle, check they agree, read the task."""
     model_dir = Path(model_dir)
     columns = load_columns(model_dir / "columns.json")
     dtypes = load_dtypes(model_dir / "dtypes.pickle")
@@ -157,17 +166,13 @@ def load_model(model_dir):
             f"pipeline.pickle was trained on the columns {trained_on} but columns.json "
             f"lists {columns}; write the three artifacts again with notebook 1."
         )
-    classes = [label.item() if hasattr(label, "item") else label for label in pipeline.classes_]
-    if len(classes) != 2 or not all(
-        isinstance(c, int) and not isinstance(c, bool) for c in classes
-    ):
-        raise StartupError(
-            f"pipeline.pickle predicts the classes {classes}; this service serves binary "
-            "classifiers with integer labels (such as 0 and 1): encode the target that way."
-        )
+    try:
+        task = read_task(pipeline, model_dir, threshold, positive_class)
+    except TaskError as error:
+        raise StartupError(str(error)) from None
     kinds = {column: column_kind(column, dtypes[column]) for column in columns}
     version = hashlib.sha256((model_dir / "pipeline.pickle").read_bytes()).hexdigest()[:12]
-    return LoadedModel(pipeline, columns, {c: dtypes[c] for c in columns}, kinds, classes, version)
+    return LoadedModel(pipeline, columns, {c: dtypes[c] for c in columns}, kinds, task, version)
 
 
 def load_columns(path):
@@ -223,8 +228,8 @@ def load_pipeline(path):
             f"Cannot load {path} ({type(error).__name__}: {error}); the file is damaged or "
             "not a joblib pickle: write it again with notebook 1."
         ) from None
-    if not hasattr(pipeline, "predict_proba") or not hasattr(pipeline, "classes_"):
-        raise StartupError(f"{path} is not a fitted classifier with predict_proba.")
+    if not hasattr(pipeline, "predict"):
+        raise StartupError(f"{path} is not a fitted scikit-learn model (it has no predict).")
     return pipeline
 
 
@@ -254,11 +259,24 @@ database = DatabaseProxy()
 
 
 class Prediction(Model):
+    """One answered request. JSON columns hold values of any JSON type (labels, numbers).
+
+    Rows stored before the upgrade to any task (migrations.py) have no model_version,
+    prediction, threshold or positive_class: their model is "unknown".
+    """
+
     id = BigAutoField()
     observation_id = BigIntegerField(unique=True)  # the client's id: 64-bit
     observation = TextField()  # the raw request body, exactly as received
-    proba = DoubleField()  # double precision: PostgreSQL's FloatField would round it
-    true_class = IntegerField(null=True)  # filled in later by /update
+    model_version = TextField(null=True)  # which model answered (LoadedModel.version)
+    prediction = TextField(null=True)  # JSON: what the model produced (tasks.py)
+    # Binary classifiers: P(positive class), in double precision (PostgreSQL's FloatField
+    # would round it), and the rule of the decision in force when it was answered.
+    proba = DoubleField(null=True)
+    threshold = DoubleField(null=True)
+    positive_class = TextField(null=True)  # JSON
+    true_value = TextField(null=True)  # JSON: the true label or number(s), from /update
+    true_class = IntegerField(null=True)  # written by releases before any task; kept as is
     created_at = DateTimeField()  # UTC
 
     class Meta:
@@ -308,14 +326,14 @@ def wait_for_postgres(connection, timeout):
             raise psycopg2.OperationalError(f"PostgreSQL did not answer within {timeout} s")
 
 
-def create_tables():
-    """Create the table if it is missing, safely when several processes start at once."""
-    with database.atomic():
-        if isinstance(database.obj, peewee.PostgresqlDatabase):
-            # Two workers creating the same table at once collide; this lock, held
-            # until the transaction ends, makes them take turns.
-            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (7_402_118,))
-        database.create_tables([Prediction])
+def create_or_upgrade_table():
+    """Create the table, or bring one of an earlier release up to date (migrations.py)."""
+    try:
+        changes = migrations.upgrade(database, Prediction)
+    except migrations.MigrationError as error:
+        raise StartupError(str(error)) from None
+    for change in changes:
+        log.info("database upgraded: %s", change)
 
 
 def in_transaction(work):
@@ -389,46 +407,6 @@ def read_json_body():
     return text, payload
 
 
-def is_missing(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def parse_integer(value, name, low=-(2**63), high=2**63 - 1):
-    """An int, or an integral float such as 3.0 (pandas writes ints that way), in range."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {json_type(value)}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}")
-    return value
-
-
-def parse_number(value, name, dtype):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {json_type(value)}")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number) or abs(number) > np.finfo(dtype).max:
-        raise ValueError(f"{name} must be a finite number")
-    return number
-
-
-def json_type(value):
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a fraction",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
 def validate_value(value, name, kind, dtype):
     """One observation field, as the pipeline saw it in training (missing -> NaN)."""
     if is_missing(value):
@@ -439,7 +417,7 @@ def validate_value(value, name, kind, dtype):
         info = np.iinfo(dtype)
         return parse_integer(value, name, int(info.min), int(info.max))
     if kind == "float":
-        return parse_number(value, name, dtype)
+        return parse_number(value, name, largest=float(np.finfo(dtype).max))
     if kind == "boolean":
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {json_type(value)}")
@@ -480,47 +458,48 @@ def parse_id(payload):
         raise ApiError(422, str(problem)) from None
 
 
-def parse_label(payload, model):
-    value = payload.get("true_class")
+def parse_truth(payload, model):
+    """The true value sent to /update, in the task's type: a class, a number, or numbers."""
+    field = model.task.truth_field
     try:
-        label = parse_integer(value, "true_class")
-    except ValueError:
-        label = None
-    if label not in model.classes:
-        raise ApiError(422, f"true_class must be one of {model.classes}, got {value!r}")
-    return label
+        return model.task.parse_truth(payload.get(field), field)
+    except ValueError as problem:
+        raise ApiError(422, str(problem)) from None
 
 
 # ---------------------------------------------------------------------------------------
-# 5. Predict: a list of validated observations -> a list of probabilities
+# 5. Predict: a list of validated observations -> what the model says of each
 # ---------------------------------------------------------------------------------------
 
 
-def predict_probabilities(rows, model):
-    """Score several observations in one predict_proba call (its fixed cost is ~9 ms)."""
+def predict_outputs(rows, model):
+    """Score several observations in one call (its fixed cost is ~9 ms): an output each.
+
+    An output is a dict of JSON values (tasks.py): for a binary classifier the probability
+    of the positive class, the decision and the label; for a regressor the number(s).
+    """
     frame = pd.DataFrame(rows, columns=model.columns).astype(model.dtypes)
     try:
-        probabilities = model.pipeline.predict_proba(frame)[:, 1]  # P(classes[1])
+        return model.task.predict(model.pipeline, frame)
     except ValueError as error:  # e.g. a category the pipeline refuses
         raise ApiError(422, f"The model cannot score this observation: {error}") from None
-    return probabilities.tolist()  # Python floats, bit for bit
 
 
 def score_each(rows, model):
-    """A probability or an ApiError per row: one call for all, row by row if it fails.
+    """An output or an ApiError per row: one call for all, row by row if it fails.
 
     The model refuses a whole frame when one row is bad; scoring that batch again one row
     at a time gives every good row its answer and the bad one its 422.
     """
     try:
-        return predict_probabilities(rows, model)
+        return predict_outputs(rows, model)
     except ApiError as error:
         if len(rows) == 1:
             return [error]
     outcomes = []
     for row in rows:
         try:
-            outcomes.append(predict_probabilities([row], model)[0])
+            outcomes.append(predict_outputs([row], model)[0])
         except ApiError as error:
             outcomes.append(error)
     return outcomes
@@ -569,40 +548,68 @@ class PredictionRequest:
 def score_and_store(requests, model):
     """Score requests together and store them in one transaction (group commit).
 
-    Returns, in order, the probability to answer (a float) or the ApiError to raise for
-    each request: exactly what /predict answers when they come one at a time. A database
-    error raises and stores nothing: every request of the batch gets its 503.
+    Returns, in order, the output to answer (a dict, see tasks.py) or the ApiError to
+    raise for each request: exactly what /predict answers when they come one at a time. A
+    database error raises and stores nothing: every request of the batch gets its 503.
     """
     scored = score_each([r.values for r in requests], model)
     now = utc_now()
     new_rows = [
-        {"observation_id": r.observation_id, "observation": r.body, "proba": p, "created_at": now}
-        for r, p in zip(requests, scored, strict=True)
-        if not isinstance(p, ApiError)
+        new_row(r, output, model, now)
+        for r, output in zip(requests, scored, strict=True)
+        if not isinstance(output, ApiError)
     ]
     stored = save_predictions(new_rows) if new_rows else {}
     outcomes = []
-    for request_, proba in zip(requests, scored, strict=True):
-        if isinstance(proba, ApiError):
-            outcomes.append(proba)
+    for request_, output in zip(requests, scored, strict=True):
+        if isinstance(output, ApiError):
+            outcomes.append(output)
             continue
         row = stored[request_.observation_id]
-        if row.observation == request_.body or same_observation(
-            row.observation, request_.values, model
+        answered = stored_output(row, model)
+        if answered is not None and (
+            row.observation == request_.body
+            or same_observation(row.observation, request_.values, model)
         ):
-            outcomes.append(row.proba)  # a new row, or a client retrying: the same answer
+            outcomes.append(answered)  # a new row, or a client retrying: the same answer
         else:
-            outcomes.append(conflict(request_.observation_id, proba))
+            outcomes.append(conflict(request_.observation_id, output, model))
     predictions_answered.send(model, outcomes=outcomes)
     return outcomes
 
 
-def conflict(observation_id, proba):
+def new_row(request_, output, model, now):
+    """The columns of a new row: the request, what the model said, and which model said it."""
+    return {
+        "observation_id": request_.observation_id,
+        "observation": request_.body,
+        "model_version": model.version,
+        "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
+        "created_at": now,
+        **model.task.columns(output),  # a binary classifier's proba, threshold, positive class
+    }
+
+
+def stored_output(row, model):
+    """The output a stored row was answered with, or None if this task cannot answer it.
+
+    A row stored before the upgrade has only its proba (a binary classifier's); a row from
+    a model of another task (swapped since) lacks this task's outputs: the id is taken.
+    """
+    if row.prediction is not None:
+        output = json.loads(row.prediction)
+        return output if all(key in output for key in model.task.outputs) else None
+    if row.proba is not None and model.task.name == "binary":
+        return model.task.output(row.proba)
+    return None
+
+
+def conflict(observation_id, output, model):
     return ApiError(
         409,
         f"Observation ID {observation_id} already exists with a different observation; "
         "send it with a new id",
-        proba=proba,
+        **model.task.answer(output),  # what this observation would have been answered
     )
 
 
@@ -611,15 +618,31 @@ def conflict(observation_id, proba):
 # ---------------------------------------------------------------------------------------
 
 
-def prediction_to_dict(prediction):
+def prediction_to_dict(prediction, model):
+    """A stored row as JSON; the true value under the name /update takes (true_class...)."""
     return {
         "id": prediction.id,
         "observation_id": prediction.observation_id,
         "observation": prediction.observation,
+        "model_version": prediction.model_version,  # null: stored before the upgrade
+        "prediction": from_json(prediction.prediction),
         "proba": prediction.proba,
-        "true_class": prediction.true_class,
+        "threshold": prediction.threshold,
+        "positive_class": from_json(prediction.positive_class),
+        model.task.truth_field: true_value(prediction),
         "created_at": prediction.created_at.isoformat() + "Z",
     }
+
+
+def from_json(text):
+    return None if text is None else json.loads(text)
+
+
+def true_value(prediction):
+    """The true value from /update; rows labelled before the upgrade have only true_class."""
+    if prediction.true_value is not None:
+        return json.loads(prediction.true_value)
+    return prediction.true_class
 
 
 def utc_now():
@@ -644,7 +667,7 @@ def predict():
     outcome = batcher.submit(PredictionRequest(observation_id, body, values))
     if isinstance(outcome, ApiError):
         raise outcome
-    return jsonify(proba=outcome)
+    return jsonify(model.task.answer(outcome))
 
 
 @api.post("/update")
@@ -652,18 +675,18 @@ def update():
     model = current_app.config["MODEL"]
     _, payload = read_json_body()
     observation_id = parse_id(payload)
-    label = parse_label(payload, model)
+    truth = json.dumps(parse_truth(payload, model))
 
-    def set_label():
-        query = Prediction.update(true_class=label)
+    def set_true_value():
+        query = Prediction.update(true_value=truth)
         if query.where(Prediction.observation_id == observation_id).execute() == 0:
             return None
         return Prediction.get(Prediction.observation_id == observation_id)
 
-    prediction = in_transaction(set_label)
+    prediction = in_transaction(set_true_value)
     if prediction is None:
         raise ApiError(404, f"Observation ID {observation_id} does not exist")
-    return jsonify(prediction_to_dict(prediction))
+    return jsonify(prediction_to_dict(prediction, model))
 
 
 @api.get("/health")
@@ -680,8 +703,8 @@ def health():
         "database": {"engine": type(database.obj).__name__, "status": database_status},
         "model": {
             "version": model.version,
+            **model.task.describe(),  # task, and its classes, threshold... or targets
             "columns": model.columns,
-            "classes": model.classes,
             "dtypes": {column: str(dtype) for column, dtype in model.dtypes.items()},
         },
         "versions": LIBRARY_VERSIONS,
@@ -701,7 +724,8 @@ def list_db_contents():
     query = Prediction.select().order_by(Prediction.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(Prediction.id < before_id)
-    rows = in_transaction(lambda: [prediction_to_dict(p) for p in query])
+    model = current_app.config["MODEL"]
+    rows = in_transaction(lambda: [prediction_to_dict(p, model) for p in query])
     next_before_id = rows[-1]["id"] if len(rows) == limit else None
     return jsonify(predictions=rows, next_before_id=next_before_id)
 
@@ -790,12 +814,15 @@ def register_error_handlers(app):
 def create_app(settings=None):
     """Build the app; tests pass settings (DATABASE_URL, MODEL_DIR...) to override."""
     app = Flask(__name__)
+    app.json.sort_keys = False  # answers keep the model's order: its classes, its targets
     app.config.update(settings_from_environment())
     app.config.update(settings or {})
-    app.config["MODEL"] = load_model(app.config["MODEL_DIR"])
+    app.config["MODEL"] = load_model(
+        app.config["MODEL_DIR"], app.config["THRESHOLD"], app.config["POSITIVE_CLASS"]
+    )
     connect_database(app)
     try:
-        create_tables()
+        create_or_upgrade_table()
     except DATABASE_ERRORS as error:
         raise StartupError(f"Cannot reach the database to create the table: {error}") from None
     finally:

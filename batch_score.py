@@ -1,4 +1,4 @@
-"""Score every row of a CSV file with the service: its probability, or why it has none.
+"""Score every row of a CSV file with the service: its answer, or why it has none.
 
     python batch_score.py URL INPUT.csv OUTPUT.csv [--id-column id] [--batch-size 500]
     make score URL=http://localhost:5000 IN=examples/passengers.csv OUT=scored.csv
@@ -10,10 +10,18 @@ for its column, so that "3" in an integer column is sent as 3 and "C85" stays a 
 an empty cell is a missing value. A value that does not parse is sent as it is, and the
 service says what is wrong with it in that row's error.
 
-OUTPUT.csv holds the input columns, unchanged, plus `proba`, `status` and `error` (the
-answer of POST /predict-batch for that row: 200 with a proba, 409 with a proba and an
-error, 422 with an error), one line per input row, in order. It is written to a
-temporary file renamed at the end: an interrupted run leaves no half-written output.
+OUTPUT.csv holds the input columns, unchanged, plus the answer's columns, `status` and
+`error` (the answer of POST /predict-batch for that row: 200 with the answer, 409 with the
+answer and an error, 422 with an error), one line per input row, in order. The answer's
+columns follow the model's task, which /health reports; they hold what /predict-batch
+answers, nothing computed here:
+
+    binary classifier      proba (the probability of the positive class)
+    multiclass classifier  label, then proba_<class> for each class, in the model's order
+    regressor              prediction, or prediction_<target> for each of several targets
+
+It is written to a temporary file renamed at the end: an interrupted run leaves no
+half-written output.
 
 A progress bar shows rows/s. Answers 502, 503 and 504, timeouts and dropped connections
 are retried with backoff for up to --retry-for seconds: the ids make every request
@@ -21,7 +29,7 @@ idempotent, so a service that restarts or loses its database for a while costs t
 not rows. Running the same command again after an interruption resumes the work: rows
 already scored are sent again and get their stored answers; nothing is stored twice.
 
-Exit status: 0 when every row has a probability; 1 when some rows have an error (the
+Exit status: 0 when every row has an answer; 1 when some rows have an error (the
 whole file is written, and a summary line says how many); 2 when the run cannot be done
 (no id column, a file that cannot be read or written, a service that cannot be reached
 or refuses the requests), with one sentence that says why.
@@ -38,6 +46,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -143,6 +152,58 @@ def converter(dtype_name):
 
 
 # ---------------------------------------------------------------------------------------
+# From the answer of each row to the columns of OUTPUT.csv, by the model's task
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnswerColumns:
+    """The columns the answers of a task fill (see the module's docstring)."""
+
+    paths: dict  # column -> where its value is in a result: ("probabilities", "class_0")
+    noun: str  # what a row with an answer has, for the summary
+
+    def cells(self, result):
+        """One value per column; None for a row without an answer (a 422)."""
+        return [dig(result, path) for path in self.paths.values()]
+
+
+def answer_columns(model):
+    """The columns for the task that /health reports (older services: a binary proba)."""
+    task = model.get("task") or "binary"
+    if task == "binary":
+        return AnswerColumns({"proba": ("proba",)}, "a probability")
+    if task == "multiclass":
+        names = [json_key(label) for label in model.get("classes") or []]
+        paths = {f"proba_{name}": ("probabilities", name) for name in names}
+        return AnswerColumns({"label": ("label",), **paths}, "a label")
+    if task == "regression":
+        targets = model.get("targets") or []
+        if len(targets) <= 1:  # one number, named by targets.json or not
+            return AnswerColumns({"prediction": ("prediction",)}, "a prediction")
+        paths = {f"prediction_{target}": ("prediction", target) for target in targets}
+        return AnswerColumns(paths, "a prediction")
+    raise UsageError(
+        f"The service's model is a {task!r} model, which this batch_score.py cannot write: "
+        "use the batch_score.py of the service's own release."
+    )
+
+
+def dig(result, path):
+    value = result
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if path == ("label",) and value is not None:
+        return json_key(value)  # a label true is written true, as JSON has it, not True
+    return value
+
+
+def json_key(label):
+    """A class as the service names it in `probabilities`: "yes" stays "yes", 1 -> "1"."""
+    return label if isinstance(label, str) else json.dumps(label)
+
+
+# ---------------------------------------------------------------------------------------
 # The service
 # ---------------------------------------------------------------------------------------
 
@@ -175,7 +236,8 @@ class Service:
             session.close()
 
     def model(self):
-        """The model's columns and the converter of each, from GET /health."""
+        """From GET /health: the converter of each of the model's columns, and the columns
+        its answers fill (AnswerColumns)."""
         try:
             response = self.session().get(f"{self.url}/health", timeout=(CONNECT_TIMEOUT, 30))
         except requests.RequestException as error:
@@ -190,11 +252,12 @@ class Service:
                 f"{self.url}/health answered HTTP {response.status_code} without the model's "
                 "columns: is this URL the prediction service?"
             ) from None
+        answers = answer_columns(model)
         dtypes = model.get("dtypes")
         if not isinstance(dtypes, dict):
             say("The service reports no dtypes: numbers are sent as numbers, text as text.")
-            return {column: to_number_or_string for column in columns}
-        return {column: converter(str(dtypes.get(column))) for column in columns}
+            return {column: to_number_or_string for column in columns}, answers
+        return {column: converter(str(dtypes.get(column))) for column in columns}, answers
 
     def score(self, items):
         """One result per item, in order; big batches are split if the service refuses them."""
@@ -332,8 +395,14 @@ def batches(items, size):
 
 def score_file(options, service):
     total = check_files(options)
-    converters = service.model()
+    converters, answers = service.model()
     header = read_csv(options.input, nrows=0)
+    taken = [name for name in [*answers.paths, "status", "error"] if name in header]
+    if taken:  # writing over it would lose the input's values (a true label, say)
+        raise UsageError(
+            f"{options.input} has a column {taken[0]!r}, which OUTPUT.csv needs for the "
+            "answer: rename it."
+        )
     missing = [column for column in converters if column not in header]
     if missing:
         say(f"{options.input} has no column {', '.join(missing)}: sent as missing values.")
@@ -347,7 +416,7 @@ def score_file(options, service):
             open(partial, "w", newline="") as file,
             tqdm(total=total, unit="row", desc="scoring", smoothing=0.1) as progress,
         ):
-            write_chunk(file, header, [], with_header=True)
+            write_chunk(file, header, [], answers, with_header=True)
             rows = options.batch_size * options.connections * 4
             for chunk in csv_chunks(options.input, rows):
                 items = items_of(chunk, options.id_column, present)
@@ -357,7 +426,7 @@ def score_file(options, service):
                     progress.update(len(answered))
                 for result in results:
                     counts[result.get("status")] = counts.get(result.get("status"), 0) + 1
-                write_chunk(file, chunk, results)
+                write_chunk(file, chunk, results, answers)
         os.replace(partial, options.output)
     except OSError as error:
         where = error.filename or options.output
@@ -366,22 +435,24 @@ def score_file(options, service):
         service.stop()  # requests still retrying give up at once
         pool.shutdown(wait=False, cancel_futures=True)
         partial.unlink(missing_ok=True)
-    return counts
+    return counts, answers.noun
 
 
-def write_chunk(file, chunk, results, with_header=False):
+def write_chunk(file, chunk, results, answers, with_header=False):
     output = chunk.copy()  # the input's text, unchanged
-    output["proba"] = [result.get("proba") for result in results]
+    cells = [answers.cells(result) for result in results]
+    for index, name in enumerate(answers.paths):
+        output[name] = [row[index] for row in cells]
     output["status"] = pd.array([result.get("status") for result in results], dtype="Int64")
     output["error"] = [result.get("error", "") for result in results]
     output.to_csv(file, header=with_header, index=False)
 
 
-def summary(counts, output, seconds):
+def summary(counts, output, seconds, noun="a probability"):
     rows = sum(counts.values())
     scored = counts.get(200, 0)
     speed = f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "-"
-    line = f"Scored {rows:,} rows in {seconds:.1f} s ({speed}): {scored:,} with a probability"
+    line = f"Scored {rows:,} rows in {seconds:.1f} s ({speed}): {scored:,} with {noun}"
     if scored == rows:
         return line + "."
     errors = ", ".join(
@@ -398,7 +469,7 @@ def main(argv=None):
     try:
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"The URL must start with http:// or https://, not {options.url!r}.")
-        counts = score_file(options, service)
+        counts, noun = score_file(options, service)
     except UsageError as error:
         print(f"batch_score.py: {error}", file=sys.stderr)
         return 2
@@ -411,7 +482,7 @@ def main(argv=None):
         return 130
     finally:
         service.close()
-    print(summary(counts, options.output, time.monotonic() - started))
+    print(summary(counts, options.output, time.monotonic() - started, noun))
     return 0 if set(counts) <= {200} else 1
 
 

@@ -3,9 +3,12 @@
     {"observations": [{"id": 1, "observation": {...}}, {"id": 2, "observation": {...}}]}
     -> {"results": [{"id": 1, "status": 200, "proba": 0.76}, {"id": 2, "status": 422, ...}]}
 
+(Each result carries the task's answer, as /predict's: {"proba"} for a binary classifier,
+{"label", "probabilities"} for a multiclass one, {"prediction"} for a regressor.)
+
 Every item gets, in order, exactly what /predict would have answered for it, had the items
-been sent one after the other: 200 with its proba (new, or a retry of a stored id with the
-same observation), 409 with an error and the proba (the id is stored with another
+been sent one after the other: 200 with its answer (new, or a retry of a stored id with the
+same observation), 409 with an error and the answer (the id is stored with another
 observation), 422 with an error (that item is invalid). One bad item never fails the others.
 
 The valid items are scored in one predict_proba call and stored in one transaction, by the
@@ -61,7 +64,7 @@ def predict_batch():
     for observation_id, outcome in parsed:
         if isinstance(outcome, PredictionRequest):
             outcome = next(scored)
-        results.append(to_result(observation_id, outcome))
+        results.append(to_result(observation_id, outcome, model))
     return jsonify(results=results)
 
 
@@ -100,12 +103,12 @@ def parse_item(item, model):
     return observation_id, PredictionRequest(observation_id, body, values)
 
 
-def to_result(observation_id, outcome):
-    if isinstance(outcome, ApiError):  # 409 carries the proba, as /predict's does
+def to_result(observation_id, outcome, model):
+    if isinstance(outcome, ApiError):  # 409 carries the answer, as /predict's does
         return {
             "id": observation_id,
             "status": outcome.status,
             "error": outcome.message,
             **outcome.extra,
         }
-    return {"id": observation_id, "status": 200, "proba": outcome}
+    return {"id": observation_id, "status": 200, **model.task.answer(outcome)}

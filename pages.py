@@ -3,7 +3,10 @@
 
 The form of / is built from the loaded model: one field per column, of the kind its
 training dtype calls for, with the categories its encoders learned when they saw the
-column as it is sent. So it follows any model swapped in by its three artifacts.
+column as it is sent. The answer is shown as the model's task gives it (tasks.py): a
+decision with its probability (binary), a label with the probability of every class
+(multiclass), or the number of each target (regression). So the page follows any model
+swapped in by its artifacts.
 
 Both pages are plain HTML (templates/), CSS and JavaScript (static/), served by the app
 itself. Their Content-Security-Policy lets them load nothing from another origin, and run
@@ -20,6 +23,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
+from tasks import json_key
+
 pages = Blueprint("pages", __name__)
 
 # Only the app's own origin, for everything; no plugins, no framing, no <base> tricks.
@@ -34,7 +39,9 @@ MAX_CHOICES = 100
 @pages.get("/")
 def try_the_model():
     model = current_app.config["MODEL"]
-    return render_template("try.html", model=model, fields=form_fields(model))
+    return render_template(
+        "try.html", model=model, task=answer_shape(model.task), fields=form_fields(model)
+    )
 
 
 @pages.get("/monitor")
@@ -48,6 +55,21 @@ def allow_only_this_origin(response):
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+def answer_shape(task):
+    """What try.js needs to show an answer of this task, embedded in the page as JSON.
+
+    Each class goes with its name, as the service writes it (the keys of a multiclass
+    answer's probabilities): JavaScript would write the class 1.0 as "1", not "1.0".
+    """
+    shape = {**task.describe(), "truth_field": task.truth_field}
+    if hasattr(task, "classes"):
+        shape["names"] = [json_key(label) for label in task.classes]
+    if shape["task"] == "binary":
+        shape["positive_name"] = json_key(task.positive_class)
+        shape["negative_name"] = json_key(task.negative_class)
+    return shape
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ it again changes nothing: a repeated id with the same passenger is a retry.
 The shipped model was fitted on every passenger, these included (notebook 1, section 6),
 so its scores on them are a little better than on passengers it has never seen.
 
+It is for the tutorial's model only: it first asks GET /health which model runs, and stops
+with one sentence, sending nothing, when it is not one that takes these passengers and
+their survival (0 or 1) as its true class.
+
 It talks to the service over HTTP only (urllib); it reads the data with pandas and makes
 the split with scikit-learn, like the notebook (`requirements_dev.txt` installs them).
 """
@@ -61,8 +65,8 @@ def held_out_passengers():
     return passengers
 
 
-def replay(post, passengers, first_id=FIRST_ID, connections=8):
-    """Send every passenger to /predict, then its outcome to /update.
+def replay(post, passengers, first_id=FIRST_ID, connections=8, truth_field="true_class"):
+    """Send every passenger to /predict, then its outcome to /update (as `truth_field`).
 
     `post(path, body) -> (status, answer)` sends one request. Returns the statuses of the
     two rounds, as {status: count}.
@@ -74,7 +78,7 @@ def replay(post, passengers, first_id=FIRST_ID, connections=8):
 
     def update(passenger):
         row, _, label = passenger
-        return post("/update", {"id": first_id + row, "true_class": label})[0]
+        return post("/update", {"id": first_id + row, truth_field: label})[0]
 
     with ThreadPoolExecutor(connections) as pool:
         predicted = list(pool.map(predict, passengers))
@@ -84,6 +88,50 @@ def replay(post, passengers, first_id=FIRST_ID, connections=8):
 
 def count_statuses(statuses):
     return {status: statuses.count(status) for status in sorted(set(statuses))}
+
+
+TRUTH_FIELDS = {"binary": "true_class", "multiclass": "true_class", "regression": "true_value"}
+
+
+class NotTheTutorialModel(Exception):
+    """The service's model cannot take these passengers and outcomes: why, in a few words."""
+
+
+def truth_field_for(model):
+    """The /update field for the outcomes, or NotTheTutorialModel saying why not.
+
+    `model` is /health's model. Survival is 0 or 1: a classifier needs both among its classes
+    (as integers: the class true is another class); a regressor takes them as numbers.
+    """
+    task = model.get("task") or "binary"  # a service from before any task: binary
+    missing = [name for name in API_NAMES.values() if name not in (model.get("columns") or [])]
+    if missing:
+        raise NotTheTutorialModel(f"its model takes no {', '.join(missing)}")
+    if task not in TRUTH_FIELDS:
+        raise NotTheTutorialModel(f"its model is a {task} model")
+    classes = model.get("classes") or [0, 1]
+    if task != "regression" and not {0, 1} <= {c for c in classes if type(c) is int}:
+        raise NotTheTutorialModel(f"its model predicts the classes {json.dumps(classes)}")
+    if task == "regression" and len(model.get("targets") or []) > 1:
+        raise NotTheTutorialModel(f"its model predicts the targets {', '.join(model['targets'])}")
+    return TRUTH_FIELDS[task]
+
+
+def health_model(base_url):
+    """/health's model; a 503 (the database is down) names it too."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/health", timeout=30) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            body = error.read()
+    try:
+        model = json.loads(body)["model"]
+    except (ValueError, KeyError, TypeError):
+        model = None
+    if not isinstance(model, dict):
+        raise NotTheTutorialModel("its /health names no model (is it the prediction service?)")
+    return model
 
 
 def http_post(base_url):
@@ -111,11 +159,20 @@ def main(arguments=None):
         "--first-id", type=int, default=FIRST_ID, help=f"id of row 0 (default {FIRST_ID})"
     )
     options = parser.parse_args(arguments)
-    passengers = held_out_passengers()
     try:
-        predicted, updated = replay(http_post(options.url), passengers, options.first_id)
+        truth_field = truth_field_for(health_model(options.url))
+        passengers = held_out_passengers()
+        predicted, updated = replay(
+            http_post(options.url), passengers, options.first_id, truth_field=truth_field
+        )
     except urllib.error.URLError as error:
         print(f"Cannot reach {options.url}: {error.reason}; is the service running?")
+        return 2
+    except NotTheTutorialModel as reason:
+        print(
+            f"{options.url} cannot take notebook 1's Titanic passengers and their survival: "
+            f"{reason}; replay_traffic.py is for the tutorial's model only."
+        )
         return 2
     print(f"{len(passengers)} held-out passengers: /predict answered {predicted}, ", end="")
     print(f"/update answered {updated}")

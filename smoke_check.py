@@ -7,8 +7,15 @@ It sends a handful of requests, the way real clients will, and prints a checklis
 PASS or FAIL line per check, and under each FAIL what to fix. The exit code is 0 only when
 every check passed, so a script (or CI) can rely on it.
 
+It reads the model's task from /health and checks the answers that task gives: a binary
+classifier's `proba` (a number from 0 to 1), a multiclass classifier's `label` (one of its
+classes) and `probabilities` (adding up to 1), a regressor's `prediction` (a number, or one
+per target).
+
 What it does to your database: it stores ONE prediction, under a random id between 10**12
-and 2**62 (far above the ids clients normally use), and labels it with /update.
+and 2**62 (far above the ids clients normally use), and sends its true outcome to /update:
+the positive class of a binary classifier, or the prediction itself for the other tasks
+(`true_class` for classifiers, `true_value` for regressors).
 
 Only the standard library is used, so any Python 3.11+ runs it, without the project's
 requirements.
@@ -16,6 +23,7 @@ requirements.
 
 import argparse
 import json
+import math
 import random
 import sys
 import urllib.error
@@ -40,10 +48,10 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "::1")
 # The checklist, in the order it runs.
 HEALTH = "GET /health answers 200 with status ok"
 FITS = "the observation has every column the model expects"
-PREDICT = "POST /predict answers a probability"
-RETRY = "the same request again answers the same probability"
+PREDICT = "POST /predict answers the model's prediction"
+RETRY = "the same request again gets the same answer"
 CONFLICT = "the same id with another observation answers 409"
-UPDATE = "POST /update stores the true class"
+UPDATE = "POST /update stores the true outcome"
 UNKNOWN = "POST /update of an unknown id answers 404"
 NOT_JSON = "a body that is not JSON answers 400"
 INVALID = "an observation with a wrongly typed value answers 422"
@@ -147,8 +155,123 @@ def is_error_body(response):
     return isinstance(field(response, "error"), str)
 
 
+def is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def is_probability(value):
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    return is_number(value) and 0 <= value <= 1
+
+
+# ---------------------------------------------------------------------------------------
+# The model's task, as /health reports it, and the answers it gives
+# ---------------------------------------------------------------------------------------
+
+TRUTH_FIELDS = {"binary": "true_class", "multiclass": "true_class", "regression": "true_value"}
+
+
+def task_of(model):
+    """The task /health names; a service from before any task answered a binary proba."""
+    return model.get("task") or "binary"
+
+
+def json_key(label):
+    """A class as the service names it in `probabilities` (tasks.json_key): 1 -> "1"."""
+    return label if isinstance(label, str) else json.dumps(label)
+
+
+def json_kind(value):
+    return bool if isinstance(value, bool) else str if isinstance(value, str) else float
+
+
+def same_class(value, label):
+    """Equal and of the same JSON kind: neither true nor "1" is the class 1."""
+    return json_kind(value) is json_kind(label) and value == label
+
+
+def binary_problem(body, model):
+    if not is_probability(body.get("proba")):
+        return "no proba from 0 to 1"
+    return None
+
+
+def multiclass_problem(body, model):
+    classes = model.get("classes") or []
+    if not any(same_class(body.get("label"), label) for label in classes):
+        return f"the label {json.dumps(body.get('label'))} is not one of {json.dumps(classes)}"
+    probabilities = body.get("probabilities")
+    keys = sorted(json_key(label) for label in classes)
+    if not isinstance(probabilities, dict) or sorted(probabilities) != keys:
+        return f"probabilities must have one entry per class: {', '.join(keys)}"
+    values = list(probabilities.values())
+    if not all(is_probability(value) for value in values) or abs(sum(values) - 1) > 1e-6:
+        return "the probabilities must be from 0 to 1 and add up to 1"
+    return None
+
+
+def regression_problem(body, model):
+    prediction, targets = body.get("prediction"), model.get("targets") or []
+    if len(targets) <= 1:  # one number, named by targets.json or not
+        return None if is_number(prediction) else "the prediction is not a finite number"
+    if (
+        not isinstance(prediction, dict)
+        or sorted(prediction) != sorted(targets)
+        or not all(is_number(value) for value in prediction.values())
+    ):
+        return f"the prediction must hold a finite number for each target: {', '.join(targets)}"
+    return None
+
+
+ANSWER_PROBLEMS = {
+    "binary": binary_problem,
+    "multiclass": multiclass_problem,
+    "regression": regression_problem,
+}
+ANSWER_KEYS = {
+    "binary": ["proba"],
+    "multiclass": ["label", "probabilities"],
+    "regression": ["prediction"],
+}
+
+
+def answer_problem(response, model):
+    """What is wrong with the answer for this task, or None when it is right."""
+    body = response.json()
+    if not isinstance(body, dict):
+        return "the body is not a JSON object"
+    return ANSWER_PROBLEMS[task_of(model)](body, model)
+
+
+def answer_of(body, model):
+    """The task's answer in a body (a 409 carries an error too)."""
+    return {key: body.get(key) for key in ANSWER_KEYS[task_of(model)]}
+
+
+def in_short(answer, model):
+    """The answer on one line: a multiclass one without the probabilities of every class."""
+    if task_of(model) == "multiclass":
+        label = answer["label"]
+        probability = answer["probabilities"][json_key(label)]
+        return f"label {json.dumps(label)}, with the probability {probability:.4f}"
+    return ", ".join(f"{key} {json.dumps(value)}" for key, value in answer.items())
+
+
+def some_truth(model):
+    """A valid true outcome, for /update of an id that does not exist."""
+    task = task_of(model)
+    if task == "regression":
+        targets = model.get("targets") or []
+        return dict.fromkeys(targets, 0.0) if len(targets) > 1 else 0.0
+    classes = model.get("classes") or [0, 1]
+    return model.get("positive_class", classes[-1]) if task == "binary" else classes[0]
+
+
+def truth_for(answer, model):
+    """What /update is sent: the positive class, or the prediction itself (a valid value)."""
+    task = task_of(model)
+    if task == "binary":
+        return some_truth(model)
+    return answer["label"] if task == "multiclass" else answer["prediction"]
 
 
 def fresh_id(used=()):
@@ -206,10 +329,19 @@ def run(base_url, observation, observation_given, timeout, out):
             check.skips(name, "needs a healthy /health")
         return finish(check, out)
 
-    # 2. The observation must fit the deployed model.
+    # 2. The observation must fit the deployed model, and this script know its task.
     columns = model.get("columns") or []
-    classes = model.get("classes") or [0, 1]
     missing = [column for column in columns if column not in observation]
+    if task_of(model) not in ANSWER_PROBLEMS:
+        check.fails(
+            FITS,
+            f"the model's task is {task_of(model)!r}",
+            "this smoke_check.py knows binary, multiclass and regression models: use the "
+            "smoke_check.py of the service's own release",
+        )
+        for name in CHECKS[2:]:
+            check.skips(name, "needs a task this script knows")
+        return finish(check, out)
     if missing:
         fix = (
             "pass an observation for your model: --observation '{\"column\": value, ...}' "
@@ -221,12 +353,18 @@ def run(base_url, observation, observation_given, timeout, out):
         for name in [PREDICT, RETRY, CONFLICT, UPDATE]:
             check.skips(name, "needs an observation for this model")
     else:
-        check.passes(FITS, f"{len(columns)} columns")
-        check_predictions(client, check, observation, classes)
+        check.passes(FITS, f"{len(columns)} columns, a {task_of(model)} model")
+        check_predictions(client, check, observation, model)
 
-    # 3. Requests the service must refuse, and say why, without storing anything.
-    unknown = fresh_id()
-    answer = client.request("POST", "/update", {"id": unknown, "true_class": classes[-1]})
+    check_refusals(client, check, observation, model)
+    return finish(check, out)
+
+
+def check_refusals(client, check, observation, model):
+    """Requests the service must refuse, and say why, without storing anything."""
+    field_name = TRUTH_FIELDS[task_of(model)]
+    unknown = {"id": fresh_id(), field_name: some_truth(model)}
+    answer = client.request("POST", "/update", unknown)
     if answer.status == 404 and is_error_body(answer):
         check.passes(UNKNOWN, answer.json()["error"])
     else:
@@ -257,71 +395,80 @@ def run(base_url, observation, observation_given, timeout, out):
             answer.describe(),
             "validate_observation() in app.py must refuse a value of the wrong type with 422",
         )
-    return finish(check, out)
 
 
-def check_predictions(client, check, observation, classes):
+def check_predictions(client, check, observation, model):
     """A prediction, its retry, a conflicting repeat and an update, all on a fresh id."""
     observation_id = fresh_id()
     request_body = {"id": observation_id, "observation": observation}
     first = client.request("POST", "/predict", request_body)
-    proba = field(first, "proba") if first.status == 200 else None
-    if is_probability(proba):
-        check.passes(PREDICT, f"id {observation_id}: {proba}")
+    problem = answer_problem(first, model) if first.status == 200 else first.describe()
+    if problem is None:
+        answer = answer_of(first.json(), model)
+        check.passes(PREDICT, f"id {observation_id}: {in_short(answer, model)}")
     else:
         fix = "read the deploy logs (railway logs): the error is logged with its request id"
         if first.status == 422:
             fix = "the observation does not suit the model: fix --observation"
-        check.fails(PREDICT, first.describe(), fix)
+        elif first.status == 200:
+            keys = " and ".join(ANSWER_KEYS[task_of(model)])
+            fix = f"a {task_of(model)} model answers {keys} (openapi.yaml: Answer)"
+        check.fails(PREDICT, problem, fix)
         for name in [RETRY, CONFLICT, UPDATE]:
             check.skips(name, "needs a stored prediction")
         return
 
     retry = client.request("POST", "/predict", request_body)
-    retried = field(retry, "proba") if retry.status == 200 else None
-    if is_probability(retried) and retried == proba:
+    if retry.status == 200 and retry.json() == first.json():
         check.passes(RETRY)
     else:
         check.fails(
             RETRY,
             retry.describe(),
-            "a retry (same id, same observation) must answer 200 with the stored proba: "
+            "a retry (same id, same observation) must answer 200 with the stored answer: "
             "clients resend after a timeout",
         )
 
+    check_conflict(client, check, observation_id, observation, model)
+    check_update(client, check, observation_id, answer, model)
+
+
+def check_conflict(client, check, observation_id, observation, model):
     changed = changed_copy(observation)
     if changed is None:
         check.skips(CONFLICT, "no value to change")
+        return
+    conflict = client.request("POST", "/predict", {"id": observation_id, "observation": changed})
+    refused = conflict.status == 409 and is_error_body(conflict)
+    if refused and answer_problem(conflict, model) is None:
+        check.passes(CONFLICT, conflict.json()["error"])
     else:
-        conflict = client.request(
-            "POST", "/predict", {"id": observation_id, "observation": changed}
+        keys = ", ".join(f'"{key}": ...' for key in ANSWER_KEYS[task_of(model)])
+        check.fails(
+            CONFLICT,
+            conflict.describe(),
+            "a reused id with a different observation must answer 409 "
+            f'{{"error": ..., {keys}}} and leave the stored row alone',
         )
-        body = conflict.json()
-        if conflict.status == 409 and is_error_body(conflict) and is_probability(body.get("proba")):
-            check.passes(CONFLICT, body["error"])
-        else:
-            check.fails(
-                CONFLICT,
-                conflict.describe(),
-                "a reused id with a different observation must answer 409 "
-                '{"error": ..., "proba": ...} and leave the stored row alone',
-            )
 
-    label = classes[-1]
-    update = client.request("POST", "/update", {"id": observation_id, "true_class": label})
+
+def check_update(client, check, observation_id, answer, model):
+    field_name, truth = TRUTH_FIELDS[task_of(model)], truth_for(answer, model)
+    update = client.request("POST", "/update", {"id": observation_id, field_name: truth})
     body = update.json() if update.status == 200 else None
     if (
         isinstance(body, dict)
         and body.get("observation_id") == observation_id
-        and body.get("true_class") == label
-        and body.get("proba") == proba
+        and body.get(field_name) == truth
+        and (task_of(model) != "binary" or body.get("proba") == answer["proba"])
     ):
-        check.passes(UPDATE, f"true_class {label}")
+        check.passes(UPDATE, f"{field_name} {json.dumps(truth)}")
     else:
         check.fails(
             UPDATE,
             update.describe(),
-            "/update must answer 200 with the stored row: observation_id, proba, true_class",
+            f"/update must answer 200 with the stored row: observation_id, {field_name}"
+            + (", proba" if task_of(model) == "binary" else ""),
         )
 
 

@@ -1,7 +1,8 @@
 """The plainest way to serve the same model, for benchmarks/throughput.py to compare with.
 
 What a tutorial writes (README section 3, step 3, plus section 5's table): one request, one
-DataFrame, one predict_proba call, one insert. Served by gunicorn's sync workers:
+DataFrame, one predict_proba call (predict, for a regressor), one insert. Served by
+gunicorn's sync workers, on the artifacts of MODEL_DIR (default: the repository root):
 
     DATABASE_URL=sqlite:////tmp/one.db gunicorn --workers 2 --chdir benchmarks one_row_app:app
 """
@@ -22,10 +23,12 @@ from playhouse.db_url import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # unpickling the pipeline imports custom_transformers
 
-columns = json.loads((ROOT / "columns.json").read_text())
-with open(ROOT / "dtypes.pickle", "rb") as file:
+MODEL_DIR = Path(os.environ.get("MODEL_DIR") or ROOT)
+columns = json.loads((MODEL_DIR / "columns.json").read_text())
+with open(MODEL_DIR / "dtypes.pickle", "rb") as file:
     dtypes = pickle.load(file)
-pipeline = joblib.load(ROOT / "pipeline.pickle")
+pipeline = joblib.load(MODEL_DIR / "pipeline.pickle")
+CLASSIFIER = hasattr(pipeline, "predict_proba")
 
 database = connect(os.environ["DATABASE_URL"])
 
@@ -33,7 +36,7 @@ database = connect(os.environ["DATABASE_URL"])
 class Prediction(Model):
     observation_id = BigIntegerField(unique=True)
     observation = TextField()
-    proba = DoubleField()
+    answer = DoubleField()  # the probability of class 1, or a regressor's number
     created_at = DateTimeField()
 
     class Meta:
@@ -53,15 +56,18 @@ def predict():
     values = [observation.get(column) for column in columns]
     values = [float("nan") if value is None else value for value in values]
     row = pd.DataFrame([values], columns=columns).astype(dtypes)
-    proba = float(pipeline.predict_proba(row)[0, 1])
+    if CLASSIFIER:
+        answer = {"proba": float(pipeline.predict_proba(row)[0, 1])}
+    else:
+        answer = {"prediction": float(pipeline.predict(row)[0])}
     with database.connection_context():
         Prediction.create(
             observation_id=payload["id"],
             observation=request.get_data(as_text=True),
-            proba=proba,
+            answer=next(iter(answer.values())),
             created_at=datetime.now(UTC).replace(tzinfo=None),
         )
-    response = jsonify({"proba": proba})
+    response = jsonify(answer)
     # The benchmark checks that every answered id was stored: it reads the id back here.
     response.headers["X-Request-ID"] = request.headers.get("X-Request-ID", "")
     return response

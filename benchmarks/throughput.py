@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--seconds 10] [--connections 1 4 16 64] [--rounds 2]
                                     [--postgres-url postgresql://postgres@127.0.0.1/test]
+                                    [--model examples/diabetes]
 
 `make bench` runs it (and installs wrk, the load generator, when it is missing). For each
 database (SQLite in a temporary folder, and PostgreSQL when a URL is given) it starts both
@@ -12,6 +13,9 @@ machines drift by 2x over minutes, the ratio much less. Every request carries a 
 It prints requests/s, median and 99th-percentile latency, the servers' CPU time per
 request, the rows stored per transaction (rows sharing a created_at: one batch), and the
 ratio of the two. It checks that every id answered 200 has its row; it exits 1 if not.
+
+`--model` serves another folder of artifacts (MODEL_DIR) in both servers: the Titanic model
+at the root by default, or one of the examples, each sent an observation of its own.
 """
 
 import argparse
@@ -34,15 +38,26 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from live_server import free_port  # noqa: E402
 
-OBSERVATION = {"Pclass": 2, "Sex": "female", "Age": 27.0, "SibSp": 0, "Parch": 0,
-               "Fare": 13.0, "Cabin": None, "Embarked": "S"}  # fmt: skip
+# The observation sent to each model, by its folder (relative to the repository root).
+OBSERVATIONS = {
+    ".": {"Pclass": 2, "Sex": "female", "Age": 27.0, "SibSp": 0, "Parch": 0, "Fare": 13.0,
+          "Cabin": None, "Embarked": "S"},
+    "examples/diabetes": {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1": 157.0,
+                          "s2": 93.2, "s3": 38.0, "s4": 4.0, "s5": 4.8598, "s6": 87.0},
+    "examples/linnerud": {"Chins": 5, "Situps": 162, "Jumps": 60},
+    "examples/wine": {"alcohol": 14.23, "malic_acid": 1.71, "ash": 2.43,
+                      "alcalinity_of_ash": 15.6, "magnesium": 127.0, "total_phenols": 2.8,
+                      "flavanoids": 3.06, "nonflavanoid_phenols": 0.28, "proanthocyanins": 2.29,
+                      "color_intensity": 5.64, "hue": 1.04,
+                      "od280/od315_of_diluted_wines": 3.92, "proline": 1065.0},
+}  # fmt: skip
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Server:
     """gunicorn with 2 workers in a subprocess: the service, or the one-row app."""
 
-    def __init__(self, name, database_url, one_row):
+    def __init__(self, name, database_url, one_row, model_dir):
         self.name, self.table = name, "one_row_prediction" if one_row else "prediction"
         self.database_url = database_url
         self.port = free_port()
@@ -53,6 +68,7 @@ class Server:
         environment = {
             **os.environ,
             "DATABASE_URL": database_url,
+            "MODEL_DIR": str(ROOT / model_dir),
             "PORT": str(self.port),
             "WEB_CONCURRENCY": "2",
             "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile -",
@@ -103,14 +119,14 @@ def children(pid):
     return found
 
 
-def run_wrk(server, connections, seconds, first_id):
+def run_wrk(server, connections, seconds, first_id, observation):
     """One wrk run; returns its figures, and checks the answered ids against the table."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
         cpu_before = server.cpu_seconds()
         subprocess.run(
             ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s",
              "--timeout", "30s", "-s", str(HERE / "predict.lua"),
-             f"http://127.0.0.1:{server.port}", "--", str(first_id), json.dumps(OBSERVATION)],
+             f"http://127.0.0.1:{server.port}", "--", str(first_id), json.dumps(observation)],
             check=True, capture_output=True, env={**os.environ, "WRK_REPORT": report.name},
         )  # fmt: skip
         cpu = server.cpu_seconds() - cpu_before
@@ -141,18 +157,22 @@ def stored_rows(server, first_id):
 
 
 def measure(database_name, service_url, baseline_url, options, first_id):
-    servers = [Server("service", service_url, False), Server("one-row", baseline_url, True)]
+    model, observation = options.model, OBSERVATIONS[options.model]
+    servers = [
+        Server("service", service_url, False, model),
+        Server("one-row", baseline_url, True, model),
+    ]
     table = []
     try:
         for server in servers:  # warm up: connections, caches, lazy imports
-            run_wrk(server, 4, 2, first_id)
+            run_wrk(server, 4, 2, first_id, observation)
             first_id += 10**11
         for connections in options.connections:
             runs = {server.name: [] for server in servers}
             for _ in range(options.rounds):
                 for server in servers:
                     runs[server.name].append(
-                        run_wrk(server, connections, options.seconds, first_id)
+                        run_wrk(server, connections, options.seconds, first_id, observation)
                     )
                     first_id += 10**11
             table.append((connections, runs))
@@ -193,13 +213,16 @@ def main():
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--postgres-url", help="also measure on this PostgreSQL database")
+    parser.add_argument(
+        "--model", default=".", choices=sorted(OBSERVATIONS), help="the artifacts' folder"
+    )
     options = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk (make bench does it)")
 
     print(
-        f"{os.cpu_count()} cores, {options.seconds} s per run, median of {options.rounds} "
-        "rounds; latency in ms; CPU: ms per request, all server processes"
+        f"model {options.model}: {os.cpu_count()} cores, {options.seconds} s per run, median "
+        f"of {options.rounds} rounds; latency in ms; CPU: ms per request, all server processes"
     )
     print(
         "| database   | con | service: req/s    p50    p99   cpu rows/batch "

@@ -6,5 +6,6 @@ notebooks and in the service.
 """
 
 from custom_transformers.cabin import CabinDeck
+from custom_transformers.dates import DateParts
 
-__all__ = ["CabinDeck"]
+__all__ = ["CabinDeck", "DateParts"]

@@ -1,6 +1,8 @@
 "use strict";
 // The monitoring page (templates/monitor.html): GET /stats with the admin token, drawn as
 // numbers, SVG charts and tables. The token lives only in this tab's sessionStorage.
+// The page follows the task of the model (stats.model.task.task): a binary classifier, a
+// multiclass one or a regressor; each shows its own sections and hides the others.
 
 const TOKEN_KEY = "monitor.adminToken";
 const SVG = "http://www.w3.org/2000/svg";
@@ -9,6 +11,7 @@ const DRIFT_THRESHOLD = 0.25; // PSI from which a column counts as drifted
 const form = document.getElementById("stats-form");
 const tokenInput = document.getElementById("token");
 const windowChoice = document.getElementById("window");
+const versionChoice = document.getElementById("version");
 const statusLine = document.getElementById("stats-status");
 const dashboard = document.getElementById("dashboard");
 
@@ -26,9 +29,23 @@ function binLabel(bin) {
   return `${bin.low.toFixed(1)} to ${bin.high.toFixed(1)}`;
 }
 
+// Errors span any range: three significant digits say enough.
+function short(value) {
+  return value === null || value === undefined ? "none" : String(Number(value.toPrecision(3)));
+}
+
 function say(message, isError = false) {
   statusLine.textContent = message;
   statusLine.className = isError ? "status-error" : "";
+}
+
+function show(id, shown) {
+  byId(id).hidden = !shown;
+}
+
+// A class of any JSON type as text: "yes", 1, true.
+function classText(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
 }
 
 function svg(name, attributes = {}, text) {
@@ -38,7 +55,9 @@ function svg(name, attributes = {}, text) {
   return node;
 }
 
-function table(id, headers, rows) {
+// rowHeaders: the first cell of each row names the row (a <th>), as in a confusion matrix.
+// A cell may be a node (a <strong> number) rather than text.
+function table(id, headers, rows, rowHeaders = false) {
   const head = document.createElement("thead");
   const headRow = head.insertRow();
   for (const header of headers) {
@@ -51,8 +70,16 @@ function table(id, headers, rows) {
   for (const row of rows) {
     const tableRow = body.insertRow();
     row.forEach((value, index) => {
-      const cell = tableRow.insertCell();
-      cell.textContent = value;
+      let cell;
+      if (rowHeaders && index === 0) {
+        cell = document.createElement("th");
+        cell.scope = "row";
+        tableRow.append(cell);
+      } else {
+        cell = tableRow.insertCell();
+      }
+      if (value instanceof Node) cell.append(value);
+      else cell.textContent = value;
       if (index > 0) cell.className = "number";
     });
   }
@@ -80,11 +107,13 @@ function label(x, y, text, anchor = "start", className = "") {
   return svg("text", { x, y, "text-anchor": anchor, class: className }, text);
 }
 
-// Probability from 0 to 1 across; up, a share from 0 to 1 with its tick labels.
-function axes(chart, yTitle, yTicks) {
-  for (const tick of TENTHS) {
-    chart.append(line("grid", xOf(tick), FRAME.top, xOf(tick), FRAME.bottom));
-    chart.append(label(xOf(tick), FRAME.bottom + 14, tick.toFixed(1), "middle"));
+const PROBABILITY_TICKS = TENTHS.map((tick) => [xOf(tick), tick.toFixed(1)]);
+
+// Across, xTicks ([x, text, anchor]) under xTitle; up, a share from 0 to 1 with its labels.
+function axes(chart, yTitle, yTicks, xTitle, xTicks = PROBABILITY_TICKS) {
+  for (const [x, text, anchor = "middle"] of xTicks) {
+    chart.append(line("grid", x, FRAME.top, x, FRAME.bottom));
+    chart.append(label(x, FRAME.bottom + 14, text, anchor));
   }
   for (const [share, text] of yTicks) {
     chart.append(line("grid", FRAME.left, yOf(share), FRAME.right, yOf(share)));
@@ -93,15 +122,15 @@ function axes(chart, yTitle, yTicks) {
   chart.append(line("axis", FRAME.left, FRAME.bottom, FRAME.right, FRAME.bottom));
   chart.append(line("axis", FRAME.left, FRAME.top, FRAME.left, FRAME.bottom));
   const middle = (FRAME.left + FRAME.right) / 2;
-  chart.append(label(middle, FRAME.height - 8, "predicted probability", "middle"));
+  chart.append(label(middle, FRAME.height - 8, xTitle, "middle"));
   const yTitleAt = (FRAME.top + FRAME.bottom) / 2;
   const title = label(12, yTitleAt, yTitle, "middle");
   title.setAttribute("transform", `rotate(-90 12 ${yTitleAt})`);
   chart.append(title);
 }
 
-function startChart(id, height = FRAME.height) {
-  const chart = byId(id);
+function startChart(chartOrId, height = FRAME.height) {
+  const chart = typeof chartOrId === "string" ? byId(chartOrId) : chartOrId;
   chart.replaceChildren();
   chart.setAttribute("viewBox", `0 0 ${FRAME.width} ${height}`);
   return chart;
@@ -111,9 +140,9 @@ function noData(chart, message) {
   chart.append(label(FRAME.width / 2, FRAME.height / 2, message, "middle"));
 }
 
-function drawCalibration(bins) {
+function drawCalibration(bins, xTitle) {
   const chart = startChart("calibration-chart");
-  axes(chart, "observed share", TENTHS.map((share) => [share, share.toFixed(1)]));
+  axes(chart, "observed share", TENTHS.map((share) => [share, share.toFixed(1)]), xTitle);
   chart.append(svg("path", { class: "ideal", d: `M ${xOf(0)} ${yOf(0)} L ${xOf(1)} ${yOf(1)}` }));
   const points = bins.filter(
     (bin) => bin.count > 0 && bin.mean_proba !== null && bin.observed_rate !== null,
@@ -141,27 +170,60 @@ function drawCalibration(bins) {
   }
 }
 
-function drawDistribution(bins) {
-  const chart = startChart("distribution-chart");
+// Bars of counts over [bin.low, bin.high); xAt maps a bin edge to the drawing.
+function drawBars(chart, bins, xAt, what) {
   const most = Math.max(0, ...bins.map((bin) => bin.count));
-  axes(chart, "predictions", [[0, "0"], [1, String(most)]]);
-  if (!most) {
-    noData(chart, "No predictions in this window");
-    return;
-  }
+  if (!most) return false;
   for (const bin of bins) {
     const top = yOf(bin.count / most);
     const bar = svg("rect", {
       class: "bar",
-      x: xOf(bin.low) + 1,
-      width: xOf(bin.high) - xOf(bin.low) - 2,
+      x: xAt(bin.low) + 1,
+      width: Math.max(1, xAt(bin.high) - xAt(bin.low) - 2),
       y: top,
       height: FRAME.bottom - top,
     });
-    bar.append(svg("title", {}, `${binLabel(bin)}: ${bin.count} predictions`));
+    bar.append(svg("title", {}, `${what(bin)}: ${bin.count} predictions`));
     chart.append(bar);
-    const middle = (xOf(bin.low) + xOf(bin.high)) / 2;
+    const middle = (xAt(bin.low) + xAt(bin.high)) / 2;
     chart.append(label(middle, top - 3, String(bin.count), "middle", "label-small"));
+  }
+  return true;
+}
+
+function drawDistribution(bins, xTitle) {
+  const chart = startChart("distribution-chart");
+  const most = Math.max(0, ...bins.map((bin) => bin.count));
+  axes(chart, "predictions", [[0, "0"], [1, String(most)]], xTitle);
+  if (!drawBars(chart, bins, xOf, binLabel)) noData(chart, "No predictions in this window");
+}
+
+// The errors of one target: 10 bars from the smallest error to the largest, and a dashed
+// line at 0 (no error) when it falls inside. The last tick label ends at its tick: centred,
+// it would run past the drawing.
+function drawErrors(chart, errors) {
+  startChart(chart);
+  if (!errors) {
+    axes(chart, "predictions", [[0, "0"]], "prediction - true value", []);
+    noData(chart, "No predictions with their outcome yet");
+    return;
+  }
+  const bins = errors.bins;
+  const low = bins[0].low;
+  const span = bins[bins.length - 1].high - low || 1;
+  const xAt = (value) => FRAME.left + ((value - low) / span) * (FRAME.right - FRAME.left);
+  const ticks = [low, low + span / 2, low + span].map((value, i) => [
+    xAt(value),
+    short(value),
+    i === 2 ? "end" : "middle",
+  ]);
+  const most = Math.max(...bins.map((bin) => bin.count));
+  axes(chart, "predictions", [[0, "0"], [1, String(most)]], "prediction - true value", ticks);
+  drawBars(chart, bins, xAt, (bin) => `${short(bin.low)} to ${short(bin.high)}`);
+  if (low <= 0 && 0 <= low + span) {
+    const zero = line("ideal", xAt(0), FRAME.top, xAt(0), FRAME.bottom);
+    zero.append(svg("title", {}, "no error (0)"));
+    chart.append(zero);
   }
 }
 
@@ -213,31 +275,284 @@ function drawDrift(columns) {
   chart.append(label(x, top - 9, String(DRIFT_THRESHOLD), "middle"));
 }
 
-// --- The page ----------------------------------------------------------------------------
+// --- The model, its versions, the window ---------------------------------------------------
 
 function describeWindow(span) {
   if (!span.since && !span.until) return "All predictions stored.";
   return `Predictions made from ${span.since || "the first one"} to ${span.until || "now"} (UTC).`;
 }
 
-// What notebook 1 measured on rows kept out of training: the yardstick for the live numbers.
-function showHeldOut(heldOut) {
-  const sentence = byId("held-out");
-  sentence.hidden = !heldOut || heldOut.roc_auc === undefined;
-  if (sentence.hidden) return;
-  sentence.textContent =
-    `At training, on ${heldOut.rows} held-out rows: ROC AUC ${fixed(heldOut.roc_auc, 3)}, ` +
-    `accuracy ${fixed(heldOut.accuracy, 3)}.`;
+function describeTask(task) {
+  if (task.task === "binary") {
+    const [first, second] = task.classes.map(classText);
+    return (
+      `a binary classifier of the classes ${first} and ${second}, which now decides ` +
+      `${classText(task.positive_class)} when its probability is at least ${task.threshold}`
+    );
+  }
+  if (task.task === "multiclass") {
+    return `a multiclass classifier of the classes ${task.classes.map(classText).join(", ")}`;
+  }
+  return task.targets
+    ? `a regressor of ${task.targets.join(", ")}`
+    : "a regressor that predicts one number";
 }
 
-function showMetrics(metrics) {
-  byId("metric-roc-auc").textContent = fixed(metrics.roc_auc, 3);
-  byId("metric-accuracy").textContent = fixed(metrics.accuracy, 3);
-  byId("metric-log-loss").textContent = fixed(metrics.log_loss, 3);
-  byId("metric-brier").textContent = fixed(metrics.brier, 3);
+function describeModel(model) {
+  const task = describeTask(model.task);
+  if (model.reported_version === model.version) {
+    return `Model ${model.version}, served now: ${task}.`;
+  }
+  const rows =
+    model.reported_version === "unknown"
+      ? "Rows stored before the service recorded model versions"
+      : `Rows of model ${model.reported_version}`;
+  return `${rows}, read as the model served now (${model.version}) reads them: ${task}.`;
+}
+
+// The picker lists the versions present in the window, and keeps the one chosen even when
+// the window holds none of its rows.
+function showVersions(stats) {
+  const chosen = versionChoice.value;
+  const served = stats.model.version;
+  const options = [new Option(`served now: ${served}`, "")];
+  for (const version of stats.versions) {
+    if (version.version === served) continue;
+    const before = version.version === "unknown" ? ", from before versions" : "";
+    const text = `${version.version} (${version.predictions} predictions${before})`;
+    options.push(new Option(text, version.version));
+  }
+  if (chosen && !options.some((option) => option.value === chosen)) {
+    options.push(new Option(`${chosen} (none in this window)`, chosen));
+  }
+  versionChoice.replaceChildren(...options);
+  versionChoice.value = chosen;
+  table(
+    "versions-table",
+    ["version", "predictions", "with outcome", "first stored (UTC)", "last stored (UTC)", "served"],
+    stats.versions.map((version) => [
+      version.version,
+      String(version.predictions),
+      String(version.labelled),
+      version.first_stored,
+      version.last_stored,
+      version.serving ? "yes" : "no",
+    ]),
+  );
+  show("versions-details", stats.versions.length > 0);
+}
+
+// What notebook 1 measured on rows kept out of training: the yardstick for the live numbers
+// (of the model served now only: the profile is its own).
+const HELD_OUT_NAMES = {
+  roc_auc: "ROC AUC",
+  accuracy: "accuracy",
+  macro_f1: "macro F1",
+  log_loss: "log loss",
+  mae: "MAE",
+  rmse: "RMSE",
+  r2: "R²",
+};
+
+function heldOutFigures(figures) {
+  return Object.entries(HELD_OUT_NAMES)
+    .filter(([key]) => typeof figures[key] === "number")
+    .map(([key, name]) => `${name} ${fixed(figures[key], 3)}`)
+    .join(", ");
+}
+
+function showHeldOut(model) {
+  const heldOut = model.held_out;
+  const sentence = byId("held-out");
+  let figures = heldOut ? heldOutFigures(heldOut) : "";
+  if (heldOut && heldOut.targets) {
+    figures = Object.entries(heldOut.targets)
+      .map(([target, found]) => `${target}: ${heldOutFigures(found)}`)
+      .join("; ");
+  }
+  sentence.hidden = !figures || model.reported_version !== model.version;
+  if (sentence.hidden) return;
+  sentence.textContent = `At training, on ${heldOut.rows} held-out rows: ${figures}.`;
+}
+
+// --- Each task's numbers ---------------------------------------------------------------
+
+function setFigures(figures) {
+  for (const [id, value] of Object.entries(figures)) byId(id).textContent = fixed(value, 3);
+}
+
+function showBinary(metrics) {
+  setFigures({
+    "metric-roc-auc": metrics.roc_auc,
+    "metric-accuracy": metrics.accuracy,
+    "metric-precision": metrics.precision,
+    "metric-recall": metrics.recall,
+    "metric-f1": metrics.f1,
+    "metric-positive-rate": metrics.positive_rate,
+    "metric-log-loss": metrics.log_loss,
+    "metric-brier": metrics.brier,
+  });
+  // Each row was decided at the threshold in force when it was answered.
+  const thresholds = metrics.thresholds.map((t) => String(t.threshold));
+  byId("accuracy-term").textContent = thresholds.length
+    ? `accuracy, at the threshold${thresholds.length > 1 ? "s" : ""} ${thresholds.join(", ")}`
+    : "accuracy, at the threshold";
+}
+
+function showMulticlass(metrics) {
+  setFigures({
+    "metric-multiclass-accuracy": metrics.accuracy,
+    "metric-macro-f1": metrics.macro_f1,
+    "metric-multiclass-log-loss": metrics.log_loss,
+  });
+  table(
+    "classes-table",
+    ["class", "true", "predicted", "predicted, all rows", "precision", "recall", "F1"],
+    metrics.per_class.map((row) => [
+      classText(row.class),
+      String(row.true),
+      String(row.predicted),
+      String(row.predicted_all),
+      fixed(row.precision, 3),
+      fixed(row.recall, 3),
+      fixed(row.f1, 3),
+    ]),
+    true,
+  );
+}
+
+function showConfusion(confusion, task) {
+  const names = confusion.labels.map(classText);
+  const rows = confusion.matrix.map((counts, i) => [
+    `true ${names[i]}`,
+    ...counts.map((count, j) => {
+      if (i !== j) return String(count);
+      const right = document.createElement("strong");
+      right.textContent = String(count);
+      return right;
+    }),
+  ]);
+  table("confusion-table", ["", ...names.map((name) => `predicted ${name}`)], rows, true);
+  byId("confusion-text").textContent =
+    "One row per true class, one column per predicted class: the numbers on the diagonal " +
+    "(in bold) are the right answers." +
+    (task.task === "binary"
+      ? ` A prediction is ${classText(task.positive_class)} when its probability reached ` +
+        "the threshold in force when it was answered."
+      : " The predicted class is the most probable one.");
+}
+
+// {target: {mae, rmse, r2, errors}}, also for a model of one number.
+function regressionTargets(metrics, task) {
+  if (metrics.targets) return Object.entries(metrics.targets);
+  return [[task.targets ? task.targets[0] : "prediction", metrics]];
+}
+
+function showRegression(metrics, task) {
+  const targets = regressionTargets(metrics, task);
+  table(
+    "regression-table",
+    ["target", "MAE", "RMSE", "R²", "mean error"],
+    targets.map(([name, found]) => [
+      name,
+      fixed(found.mae, 3),
+      fixed(found.rmse, 3),
+      fixed(found.r2, 3),
+      fixed(found.errors && found.errors.mean, 3),
+    ]),
+    true,
+  );
+  const charts = byId("errors-charts");
+  charts.replaceChildren();
+  targets.forEach(([name, found], index) => {
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.id = `errors-caption-${index}`;
+    caption.textContent =
+      `${name}: how many predictions fell in each bin of error; the dashed line marks ` +
+      "0, no error.";
+    const chart = svg("svg", { class: "chart", role: "img", "aria-labelledby": caption.id });
+    figure.append(chart, caption);
+    charts.append(figure);
+    drawErrors(chart, found.errors);
+  });
+  const quantiles = ["smallest", "5 %", "25 %", "median", "75 %", "95 %", "largest"];
+  table(
+    "errors-table",
+    ["target", ...quantiles],
+    targets.map(([name, found]) => [
+      name,
+      ...(found.errors
+        ? found.errors.quantiles.map((q) => short(q.value))
+        : quantiles.map(() => "none")),
+    ]),
+    true,
+  );
+}
+
+function showMetrics(stats) {
+  const { metrics } = stats;
+  const { task } = stats.model;
+  const kind = task.task;
+  show("binary-metrics", kind === "binary");
+  show("multiclass-metrics", kind === "multiclass");
+  show("regression-metrics", kind === "regression");
+  show("confusion-section", kind !== "regression");
+  show("classes-section", kind === "multiclass");
+  show("errors-section", kind === "regression");
+  if (kind === "binary") showBinary(metrics);
+  if (kind === "multiclass") showMulticlass(metrics);
+  if (kind === "regression") showRegression(metrics, task);
+  if (metrics.confusion_matrix) showConfusion(metrics.confusion_matrix, task);
   const reason = byId("metrics-reason");
   reason.hidden = !metrics.reason;
   reason.textContent = metrics.reason ? `No metrics: ${metrics.reason}` : "";
+}
+
+// Binary: P(positive class); multiclass: the probability of the predicted class.
+function showProbabilities(stats) {
+  const { task } = stats.model;
+  const shown = stats.calibration !== null && stats.distribution !== null;
+  show("calibration-section", shown);
+  show("distribution-section", shown);
+  if (!shown) return;
+  const binary = task.task === "binary";
+  const positive = binary ? classText(task.positive_class) : "";
+  const xTitle = binary ? `probability of ${positive}` : "probability of the predicted class";
+  byId("calibration-caption").textContent = binary
+    ? `The predicted probability of ${positive} (across) against the share of ${positive} ` +
+      "among the outcomes (up), one circle per tenth of the probability scale that holds " +
+      "labelled predictions. On the dashed diagonal, a predicted 0.3 comes true 3 times " +
+      "in 10: the model is calibrated."
+    : "The probability of the predicted class (across) against the share of predictions " +
+      "whose class was right (up), one circle per tenth of the probability scale that " +
+      "holds labelled predictions. On the dashed diagonal, a class predicted at 0.7 is " +
+      "right 7 times in 10: the model is calibrated.";
+  byId("distribution-title").textContent = binary
+    ? "Distribution of the probabilities"
+    : "Distribution of the probability of the predicted class";
+  byId("distribution-caption").textContent = binary
+    ? `How many predictions fell in each tenth of the scale of the probability of ` +
+      `${positive}, labelled or not.`
+    : "How many predictions gave their predicted class a probability in each tenth of the " +
+      "scale, labelled or not: the lower, the less sure the model.";
+  drawCalibration(stats.calibration, xTitle);
+  table(
+    "calibration-table",
+    ["probability", "with outcome", "mean predicted", "observed share"],
+    stats.calibration.map((bin) => [
+      binLabel(bin),
+      String(bin.count),
+      fixed(bin.mean_proba, 3),
+      fixed(bin.observed_rate, 3),
+    ]),
+  );
+  drawDistribution(stats.distribution, xTitle);
+  table(
+    "distribution-table",
+    ["probability", "predictions"],
+    stats.distribution.map((bin) => [binLabel(bin), String(bin.count)]),
+  );
 }
 
 // [[column, drift], ...] in the model's column order (JSON objects may come sorted by name).
@@ -267,32 +582,22 @@ function showDrift(drift, note, modelColumns) {
 }
 
 function showStats(stats) {
-  byId("window-text").textContent = `${describeWindow(stats.window)} Model ${stats.model.version}.`;
+  byId("window-text").textContent = describeWindow(stats.window);
+  byId("model-text").textContent = describeModel(stats.model);
+  showVersions(stats);
   byId("count-predictions").textContent = String(stats.predictions);
   byId("count-labelled").textContent = String(stats.labelled);
+  byId("count-left-out").textContent = String(stats.labelled_left_out);
+  show("left-out-box", stats.labelled_left_out > 0);
   byId("count-unreadable").textContent = String(stats.unreadable_observations);
-  showMetrics(stats.metrics);
-  showHeldOut(stats.model.held_out);
-  drawCalibration(stats.calibration);
-  table(
-    "calibration-table",
-    ["probability", "with outcome", "mean predicted", "observed share"],
-    stats.calibration.map((bin) => [
-      binLabel(bin),
-      String(bin.count),
-      fixed(bin.mean_proba, 3),
-      fixed(bin.observed_rate, 3),
-    ]),
-  );
-  drawDistribution(stats.distribution);
-  table(
-    "distribution-table",
-    ["probability", "predictions"],
-    stats.distribution.map((bin) => [binLabel(bin), String(bin.count)]),
-  );
+  showMetrics(stats);
+  showHeldOut(stats.model);
+  showProbabilities(stats);
   showDrift(stats.drift, stats.drift_note, stats.model.columns);
   dashboard.hidden = false;
 }
+
+// --- Asking /stats ---------------------------------------------------------------------
 
 function statsUrl() {
   const url = new URL("/stats", window.location.origin);
@@ -302,6 +607,7 @@ function statsUrl() {
     // ISO 8601 in UTC, to the second: 2024-05-01T12:00:00Z
     url.searchParams.set("since", since.toISOString().replace(/\.\d+Z$/, "Z"));
   }
+  if (versionChoice.value) url.searchParams.set("model_version", versionChoice.value);
   return url;
 }
 
@@ -353,6 +659,7 @@ form.addEventListener("submit", (event) => {
 });
 
 windowChoice.addEventListener("change", load);
+versionChoice.addEventListener("change", load);
 
 byId("forget-token").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);

@@ -1,6 +1,8 @@
 "use strict";
 // "Try the model" (templates/try.html): the form becomes the JSON of POST /predict, sent
 // with a new random id; the answer, or the service's error next to its field, is shown.
+// The answer is shown as the model's task gives it (data-task, written by pages.py): a
+// decision and its probability, a label and every class's probability, or numbers.
 //
 // The JSON text is written here rather than by JSON.stringify of an object: the id is a
 // 63-bit integer, beyond what a JavaScript number holds exactly, and integers typed in
@@ -9,7 +11,7 @@
 const form = document.getElementById("observation-form");
 const result = document.getElementById("result");
 const inputs = Array.from(form.querySelectorAll("[data-kind]"));
-const [negativeClass, positiveClass] = JSON.parse(form.dataset.classes);
+const task = JSON.parse(form.dataset.task);
 
 function newId() {
   // 64 random bits with the top one cleared: an integer from 0 to 2^63 - 1.
@@ -61,17 +63,132 @@ function percent(probability) {
   return `${(probability * 100).toFixed(1)} %`;
 }
 
-function inWords(proba) {
-  let verdict = "both classes are as likely";
-  if (proba > 0.5) verdict = `class ${positiveClass} is the more likely one`;
-  if (proba < 0.5) verdict = `class ${negativeClass} is the more likely one`;
+// What is shown of a number: 6 significant digits (the answer shown below has them all).
+function rounded(number) {
+  return String(Number(number.toPrecision(6)));
+}
+
+function headline(label, value, id) {
+  const line = element("p", `${label}: `, { class: "headline" });
+  line.append(element("strong", value, { id }));
+  return line;
+}
+
+// --- Binary: the decision, and the probability it was taken on
+
+function comparedWithThreshold(proba) {
+  if (proba > task.threshold) return "above";
+  return proba === task.threshold ? "at" : "below";
+}
+
+function binaryMeaning(proba) {
+  const [positive, negative] = [task.positive_name, task.negative_name];
+  const decided = proba >= task.threshold ? positive : negative;
   return (
-    `A ${percent(proba)} chance of class ${positiveClass} and ${percent(1 - proba)} ` +
-    `of class ${negativeClass}: ${verdict}. If the model is well calibrated (see the ` +
-    `monitoring page), about ${Math.round(proba * 100)} in 100 observations scored like ` +
-    `this one are of class ${positiveClass}.`
+    `A ${percent(proba)} chance of class ${positive} and ${percent(1 - proba)} ` +
+    `of class ${negative}: ${comparedWithThreshold(proba)} the threshold ` +
+    `${task.threshold}, so the decision is class ${decided}. If the model is well ` +
+    `calibrated (see the monitoring page), about ${Math.round(proba * 100)} in 100 ` +
+    `observations scored like this one are of class ${positive}.`
   );
 }
+
+function binaryNodes(answer) {
+  const proba = answer.proba;
+  const decided = proba >= task.threshold ? task.positive_name : task.negative_name;
+  const probability = element("p", `Probability of class ${task.positive_name}: `, {
+    class: "probability",
+  });
+  probability.append(element("strong", proba.toFixed(4), { id: "probability" }));
+  probability.append(` (threshold ${task.threshold})`);
+  return [
+    headline("Decision", `class ${decided}`, "decision"),
+    probability,
+    element("p", binaryMeaning(proba), { id: "meaning" }),
+  ];
+}
+
+// --- Multiclass: the label, and a bar per class
+
+function probabilityRow(key, probability, chosen) {
+  const row = element("tr", undefined, chosen ? { class: "chosen" } : {});
+  const name = element("th", key, { scope: "row" });
+  if (chosen) name.append(" (the label)"); // in words, not only in bold
+  const cell = element("td", percent(probability), { class: "number" });
+  // The bar repeats the number for the eye; a screen reader reads the number alone.
+  const bar = element("meter", undefined, { min: "0", max: "1", "aria-hidden": "true" });
+  bar.value = probability;
+  cell.append(bar);
+  row.append(name, cell);
+  return row;
+}
+
+function multiclassMeaning(key, answer) {
+  const chance = (name) => answer.probabilities[name];
+  const others = task.names.filter((name) => name !== key);
+  const next = others.sort((a, b) => chance(b) - chance(a))[0];
+  const first = `The most probable class is ${key}, at ${percent(chance(key))}`;
+  if (next === undefined) return `${first}.`;
+  return `${first}; the next one is ${next}, at ${percent(chance(next))}.`;
+}
+
+function multiclassNodes(answer) {
+  const index = task.classes.findIndex((label) => label === answer.label);
+  const key = task.names[index];
+  const table = element("table", undefined, { id: "probabilities", class: "probabilities" });
+  table.append(element("caption", "The probability of each class"));
+  const head = element("tr");
+  for (const title of ["class", "probability"]) head.append(element("th", title, { scope: "col" }));
+  table.append(head);
+  for (const [i, name] of task.names.entries()) {
+    table.append(probabilityRow(name, answer.probabilities[name], i === index));
+  }
+  const scroll = element("div", undefined, { class: "table-scroll" });
+  scroll.append(table);
+  return [
+    headline("Label", key, "label"),
+    element("p", multiclassMeaning(key, answer), { id: "meaning" }),
+    scroll,
+  ];
+}
+
+// --- Regression: one number, or one per target
+
+function regressionNodes(answer) {
+  const targets = task.targets || [];
+  if (targets.length <= 1) {
+    // One number, perhaps named by targets.json.
+    const name = targets.length ? ` of ${targets[0]}` : "";
+    const meaning =
+      `The model predicts ${rounded(answer.prediction)} for this observation (to 6 ` +
+      "significant digits: the service's answer below has them all).";
+    return [
+      headline(`Prediction${name}`, rounded(answer.prediction), "prediction"),
+      element("p", meaning, { id: "meaning" }),
+    ];
+  }
+  const table = element("table", undefined, { id: "predictions" });
+  table.append(element("caption", "The prediction of each target"));
+  for (const target of targets) {
+    const row = element("tr");
+    row.append(
+      element("th", target, { scope: "row" }),
+      element("td", rounded(answer.prediction[target]), { class: "number" }),
+    );
+    table.append(row);
+  }
+  const said = targets.map((target) => `${target} ${rounded(answer.prediction[target])}`);
+  const meaning =
+    `The model predicts ${said.join(", ")} for this observation (to 6 significant ` +
+    "digits: the service's answer below has them all).";
+  return [element("p", meaning, { id: "meaning" }), table];
+}
+
+const ANSWER_NODES = {
+  binary: binaryNodes,
+  multiclass: multiclassNodes,
+  regression: regressionNodes,
+};
 
 function curlCommand(body) {
   const quoted = `'${body.replaceAll("'", "'\\''")}'`; // safe inside a POSIX shell
@@ -88,15 +205,10 @@ function curlNodes(body) {
   return [element("p", intro), command];
 }
 
-function showProbability(proba, answerText, body) {
-  const headline = element("p", `Probability of class ${positiveClass}: `, {
-    class: "probability",
-  });
-  headline.append(element("strong", proba.toFixed(4), { id: "probability" }));
-  const meaning = element("p", inWords(proba), { id: "meaning" });
-  const answer = element("p", "The service answered ");
-  answer.append(element("code", answerText.trim(), { id: "answer" }));
-  showInResult("answered", headline, meaning, answer, ...curlNodes(body));
+function showAnswer(answer, answerText, body) {
+  const said = element("p", "The service answered ");
+  said.append(element("code", answerText.trim(), { id: "answer" }));
+  showInResult("answered", ...ANSWER_NODES[task.task](answer), said, ...curlNodes(body));
 }
 
 function showRefusal(title, message, body) {
@@ -173,7 +285,7 @@ async function predict(event) {
     const answerText = await response.text();
     const answer = JSON.parse(answerText);
     if (response.ok) {
-      showProbability(answer.proba, answerText, body);
+      showAnswer(answer, answerText, body);
       result.focus();
     } else {
       const kind = response.status < 500 ? "Refused" : "The service failed";

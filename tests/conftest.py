@@ -69,6 +69,11 @@ def same_probability(a, b):
     return math.isclose(a, b, rel_tol=ACROSS_MACHINES, abs_tol=0.0)
 
 
+def probabilities(rows, model):
+    """P(positive class) of each validated row, through the service's own predict step."""
+    return [output["probability"] for output in service.predict_outputs(rows, model)]
+
+
 # The README's example passenger, the one smoke_check.py sends too.
 EXAMPLE = DEFAULT_OBSERVATION
 

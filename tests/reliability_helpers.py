@@ -34,7 +34,7 @@ import psycopg2
 import requests
 import schemathesis
 import yaml
-from conftest import ROOT, free_port, same_probability, service
+from conftest import ROOT, free_port, probabilities, same_probability, service
 from live_server import child_pids
 from playhouse.db_url import connect
 
@@ -273,7 +273,7 @@ def pipeline_probabilities(observations):
     """P(class 1) for each observation, through the service's validate + predict code."""
     model = shipped_model()
     rows = [service.validate_observation(observation, model) for observation in observations]
-    return service.predict_probabilities(rows, model)
+    return probabilities(rows, model)
 
 
 def close_enough(a, b):

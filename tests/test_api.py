@@ -7,7 +7,18 @@ import pandas as pd
 import pytest
 from conftest import EXAMPLE, free_port, service
 
-PREDICTION_KEYS = {"id", "observation_id", "observation", "proba", "true_class", "created_at"}
+PREDICTION_KEYS = {
+    "id",
+    "observation_id",
+    "observation",
+    "model_version",
+    "prediction",
+    "proba",
+    "threshold",
+    "positive_class",
+    "true_class",
+    "created_at",
+}
 
 
 def post(client, path, payload):
@@ -183,14 +194,19 @@ def test_update_stores_the_label_and_returns_the_row(client, example):
     assert (row["observation_id"], row["proba"], row["true_class"]) == (3, proba, 1)
     assert json.loads(row["observation"]) == {"id": 3, "observation": example}
     assert row["created_at"].endswith("Z")
-    assert stored_rows()[0].true_class == 1
+    # Which model answered, what it said, and the rule of its decision.
+    assert row["model_version"] == client.application.config["MODEL"].version
+    decision = proba >= 0.5
+    assert row["prediction"] == {"probability": proba, "decision": decision, "label": int(decision)}
+    assert (row["threshold"], row["positive_class"]) == (0.5, 1)
+    assert stored_rows()[0].true_value == "1"
 
 
 def test_a_new_label_overwrites_the_old_one(client, example):
     predict(client, 3, example)
     post(client, "/update", {"id": 3, "true_class": 1})
     assert post(client, "/update", {"id": 3, "true_class": 0.0}).json["true_class"] == 0
-    assert stored_rows()[0].true_class == 0
+    assert stored_rows()[0].true_value == "0"
 
 
 def test_update_of_an_unknown_id_is_404(client):
@@ -205,7 +221,7 @@ def test_the_label_must_be_one_of_the_classes(client, example, label):
     response = post(client, "/update", {"id": 3, "true_class": label})
     assert response.status_code == 422
     assert "true_class must be one of [0, 1]" in response.json["error"]
-    assert stored_rows()[0].true_class is None
+    assert stored_rows()[0].true_value is None
 
 
 def test_update_checks_the_id_too(client):
@@ -223,7 +239,9 @@ def test_health_reports_model_versions_and_database(client):
     body = response.json
     assert body["status"] == "ok"
     assert body["database"]["status"] == "ok"
+    assert body["model"]["task"] == "binary"
     assert body["model"]["classes"] == [0, 1]
+    assert (body["model"]["threshold"], body["model"]["positive_class"]) == (0.5, 1)
     assert {"python", "scikit-learn", "pandas", "numpy", "flask", "peewee"} <= set(body["versions"])
 
 
@@ -344,7 +362,7 @@ def test_an_unexpected_error_is_500_with_a_request_id_and_writes_nothing(
     def broken(rows, model):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(service, "predict_probabilities", broken)
+    monkeypatch.setattr(service, "predict_outputs", broken)
     response = client.post(
         "/predict", json={"id": 1, "observation": example}, headers={"X-Request-ID": "abc123"}
     )

@@ -2,7 +2,9 @@
 
 The SQLite server is shared by the module (each test uses its own range of ids); with
 TEST_DATABASE_URL set, the same tests run against a PostgreSQL server of the module's own
-(ThrowawayPostgres), which the outage test stops and starts again.
+(ThrowawayPostgres), which the outage test stops and starts again. The example models of
+the other tasks are served in-process (test_smoke_check.InProcessServer): the columns of
+their answers need no gunicorn.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from conftest import DATABASES, EXAMPLE, ROOT, LiveServer, free_port, same_probability
 from playhouse.db_url import connect
 from reliability_helpers import (
@@ -28,6 +31,7 @@ from reliability_helpers import (
     pipeline_probabilities,
     random_observations,
 )
+from test_smoke_check import TASK_EXAMPLES, example_server
 
 import batch_score
 
@@ -203,6 +207,65 @@ def test_the_readme_run_on_the_shipped_sample_answers_what_it_shows(sqlite_live,
     inputs = read_csv(sample)
     outputs = read_csv(tmp_path / command.group(2))
     assert [{k: row[k] for k in inputs[0]} for row in outputs] == inputs
+
+
+# --- The columns of each task ---------------------------------------------------------------
+
+TASK_COLUMNS = {
+    "wine": ["label", "proba_class_0", "proba_class_1", "proba_class_2"],
+    "diabetes": ["prediction"],
+    "linnerud": ["prediction_Weight", "prediction_Waist"],
+}
+
+
+def answer_cells(name, answer):
+    """The cells OUTPUT.csv should hold for an answer of /predict, as text."""
+    if name == "wine":
+        return [answer["label"], *(repr(answer["probabilities"][f"class_{k}"]) for k in range(3))]
+    if name == "diabetes":
+        return [repr(answer["prediction"])]
+    return [repr(answer["prediction"][target]) for target in ("Weight", "Waist")]
+
+
+@pytest.mark.parametrize("name", list(TASK_COLUMNS))
+def test_the_output_has_the_columns_of_the_models_task(name, tmp_path, capsys):
+    observation = TASK_EXAMPLES[name]
+    columns = list(observation)
+    other = dict(observation, **{columns[0]: observation[columns[0]] + 1})
+    rows = [[1, *observation.values()], [2, *other.values()], [3, "", *columns[1:]]]  # 3: 422
+    source = write_csv(tmp_path / "in.csv", ["id", *columns], rows)
+    output = tmp_path / "scored.csv"
+    with example_server(name, tmp_path) as server:
+        code = batch_score.main([server.url, str(source), str(output)])
+        answers = [
+            requests.post(f"{server.url}/predict", json={"id": i, "observation": o}).json()
+            for i, o in [(1, observation), (2, other)]
+        ]  # retries: the stored answers
+
+    assert code == 1, capsys.readouterr().err
+    with open(output, newline="") as file:
+        header, *written = list(csv.reader(file))
+    assert header == ["id", *columns, *TASK_COLUMNS[name], "status", "error"]
+    answer_columns = slice(1 + len(columns), -2)
+    for line, answer in zip(written, answers, strict=False):
+        assert line[answer_columns] == answer_cells(name, answer)
+        assert line[-2:] == ["200", ""]
+    assert written[2][answer_columns] == [""] * len(TASK_COLUMNS[name])
+    assert written[2][-2] == "422"
+    noun = "label" if name == "wine" else "prediction"
+    assert f"2 with a {noun}; 1 with an error (422: 1)" in capsys.readouterr().out
+
+
+def test_an_input_column_the_answer_needs_is_a_usage_error(tmp_path, capsys):
+    observation = TASK_EXAMPLES["wine"]
+    header = ["id", *observation, "label"]  # the true labels, say
+    source = write_csv(tmp_path / "in.csv", header, [[1, *observation.values(), "class_0"]])
+    with example_server("wine", tmp_path) as server:
+        message, _ = usage_error(capsys, server.url, source, tmp_path / "out.csv")
+    assert message == (
+        f"{source} has a column 'label', which OUTPUT.csv needs for the answer: rename it."
+    )
+    assert not (tmp_path / "out.csv").exists()
 
 
 # --- Rows that get an error ----------------------------------------------------------------

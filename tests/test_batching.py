@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from conftest import service
+from conftest import probabilities, service
 
 from batching import BatchTimeout, MicroBatcher
 
@@ -213,7 +213,7 @@ def request_for(model, observation_id, observation):
 
 def one_row_answer(model, observation):
     values = service.validate_observation(observation, model)
-    return service.predict_probabilities([values], model)[0]
+    return probabilities([values], model)[0]
 
 
 class FussyPipeline:
@@ -246,7 +246,7 @@ def test_score_and_store_answers_each_request_as_if_it_came_alone(app, example, 
 
     for index, passenger in enumerate(passengers):
         expected = one_row_answer(model, passenger)
-        assert outcomes[index] == pytest.approx(expected, rel=1e-12, abs=0)
+        assert outcomes[index]["probability"] == pytest.approx(expected, rel=1e-12, abs=0)
     assert outcomes[len(passengers)] == outcomes[5]  # the retry: the stored answer
     conflict = outcomes[len(passengers) + 1]
     assert conflict.status == 409 and conflict.extra["proba"] == pytest.approx(
@@ -258,4 +258,5 @@ def test_score_and_store_answers_each_request_as_if_it_came_alone(app, example, 
     with app.app_context():
         assert service.Prediction.select().count() == len(passengers)  # nothing else stored
         stored = {p.observation_id: p.proba for p in service.Prediction.select()}
-    assert [stored[i] for i in range(len(passengers))] == outcomes[: len(passengers)]
+    answered = [outcome["probability"] for outcome in outcomes[: len(passengers)]]
+    assert [stored[i] for i in range(len(passengers))] == answered

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import LiveServer, service
+from conftest import LiveServer, probabilities, service
 from playhouse.db_url import connect
 from reliability_helpers import (
     ThrowawayPostgres,
@@ -105,7 +105,7 @@ def test_concurrent_traffic_gets_one_row_answers_retries_conflicts_and_422s(
     def alone(observation):  # what the model answers for this row on its own
         values = service.validate_observation(observation, model)
         try:
-            return service.predict_probabilities([values], model)[0]
+            return probabilities([values], model)[0]
         except service.ApiError:
             return None
 

@@ -252,7 +252,7 @@ class LiveQuery:
 
     def snapshot(self):
         return self.rows(
-            "SELECT id, observation_id, observation, proba, true_class, created_at "
+            "SELECT id, observation_id, observation, proba, true_value, created_at "
             "FROM prediction ORDER BY id"
         )
 

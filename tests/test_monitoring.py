@@ -2,7 +2,8 @@
 
 The expected numbers are computed here, independently, from the rows each test stores:
 the metrics with sklearn on the probabilities the service answered, the bins and the PSI
-with pandas from the profile's edges and categories.
+with pandas from the profile's edges and categories. These tests use the shipped Titanic
+model (binary); test_stats_tasks.py covers every task, model versions and legacy rows.
 """
 
 import json
@@ -21,7 +22,16 @@ import requests
 from conftest import EXAMPLE, ROOT, free_port, service
 from prometheus_client.parser import text_string_to_metric_families
 from reliability_helpers import check_against_spec, gunicorn_workers, wait_for_workers
-from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 import drift
 import replay_traffic
@@ -29,6 +39,7 @@ import replay_traffic
 TOKEN = "monitoring-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 PROFILE = json.loads((ROOT / drift.PROFILE_FILE).read_text())
+VERSION = service.load_model(ROOT).version  # the shipped model's
 DAY_1, DAY_2 = datetime(2026, 3, 1, 12), datetime(2026, 3, 2, 12)
 
 
@@ -59,17 +70,21 @@ def titanic_passengers():
 
 
 def store(observations, created_at, first_id=0, probabilities=None, labels=None):
-    """Insert rows as /predict stores them, without the model's cost (for large samples)."""
+    """Insert rows as /predict and /update store them, without the model's cost (for large
+    samples): the shipped model's version, its output as JSON, the rule of its decision."""
+    model = service.load_model(ROOT)
     if probabilities is None:
-        model = service.load_model(ROOT)
         values = [service.validate_observation(o, model) for o in observations]
-        probabilities = service.predict_probabilities(values, model)
+        probabilities = [o["probability"] for o in service.predict_outputs(values, model)]
+    outputs = [model.task.output(p) for p in probabilities]
     rows = [
         {
             "observation_id": first_id + i,
             "observation": json.dumps({"id": first_id + i, "observation": observation}),
-            "proba": probabilities[i],
-            "true_class": None if labels is None else labels[i],
+            "model_version": model.version,
+            "prediction": json.dumps(outputs[i]),
+            **model.task.columns(outputs[i]),
+            "true_value": None if labels is None or labels[i] is None else json.dumps(labels[i]),
             "created_at": created_at + timedelta(seconds=i),
         }
         for i, observation in enumerate(observations)
@@ -149,17 +164,36 @@ def test_stats_equal_what_the_test_computes_from_the_rows_it_sent(admin):
 
     result = stats(admin)
 
-    assert result["model"]["version"] == service.load_model(ROOT).version
-    assert result["model"]["held_out"] == PROFILE["held_out"]
+    assert result["model"] == {
+        "version": VERSION,
+        "reported_version": VERSION,
+        "task": {"task": "binary", "classes": [0, 1], "threshold": 0.5, "positive_class": 1},
+        "columns": PROFILE["written_for"]["columns"],
+        "held_out": PROFILE["held_out"],
+    }
     assert result["window"] == {"since": None, "until": None}
     assert (result["predictions"], result["labelled"]) == (len(sent), 100)
+    assert result["labelled_left_out"] == 0
+    [version] = result["versions"]
+    assert (version["version"], version["predictions"], version["labelled"]) == (VERSION, 119, 100)
+    assert version["serving"] is True
     y = np.array([outcomes[n] for n in labelled])
     p = np.array([answered[n] for n in labelled])
+    decided = (p >= 0.5).astype(int)  # the decision the service answered with
     assert result["metrics"] == {
         "roc_auc": pytest.approx(roc_auc_score(y, p), rel=1e-12),
-        "accuracy": pytest.approx(accuracy_score(y, (p > 0.5).astype(int)), rel=1e-12),
+        "accuracy": pytest.approx(accuracy_score(y, decided), rel=1e-12),
         "log_loss": pytest.approx(log_loss(y, p), rel=1e-12),
         "brier": pytest.approx(brier_score_loss(y, p), rel=1e-12),
+        "precision": pytest.approx(precision_score(y, decided), rel=1e-12),
+        "recall": pytest.approx(recall_score(y, decided), rel=1e-12),
+        "f1": pytest.approx(f1_score(y, decided), rel=1e-12),
+        "positive_rate": pytest.approx(decided.mean(), rel=1e-12),
+        "thresholds": [{"threshold": 0.5, "labelled": 100}],
+        "confusion_matrix": {
+            "labels": [0, 1],
+            "matrix": confusion_matrix(y, decided, labels=[0, 1]).tolist(),
+        },
         "reason": None,
     }
     for k, bin_ in enumerate(result["calibration"]):
@@ -209,8 +243,10 @@ def test_labels_of_one_class_give_a_reason_for_the_missing_auc(admin):
     metrics = stats(admin)["metrics"]
 
     assert metrics["roc_auc"] is None
-    assert "both classes" in metrics["reason"]
+    assert "both classes" in metrics["reason"] and "class 1" in metrics["reason"]
     assert metrics["accuracy"] == 0.5
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (1.0, 0.5, 2 / 3)
+    assert metrics["confusion_matrix"]["matrix"] == [[0, 0], [1, 1]]
     assert metrics["brier"] == pytest.approx((0.2**2 + 0.7**2) / 2)
     assert metrics["log_loss"] == pytest.approx(-(math.log(0.8) + math.log(0.3)) / 2)
 
@@ -276,8 +312,11 @@ def test_an_empty_window_answers_zero_counts_and_null_metrics(admin):
         assert (result["predictions"], result["labelled"]) == (0, 0), label
         assert result["unreadable_observations"] == 0
         assert result["metrics"]["reason"] and all(
-            result["metrics"][m] is None for m in ["roc_auc", "accuracy", "log_loss", "brier"]
+            result["metrics"][m] is None
+            for m in ["roc_auc", "accuracy", "log_loss", "brier", "precision", "recall", "f1"]
         )
+        assert result["metrics"]["confusion_matrix"]["matrix"] == [[0, 0], [0, 0]]
+        assert result["versions"] == []
         assert [b["count"] for b in result["calibration"]] == [0] * 10
         assert all(b["mean_proba"] is None for b in result["calibration"])
         assert [b["count"] for b in result["distribution"]] == [0] * 10
@@ -298,7 +337,11 @@ def test_unreadable_observations_are_counted_and_left_out_of_the_drift(admin):
     with service.database.atomic():
         for number, body in enumerate(unreadable, start=10):
             service.Prediction.create(
-                observation_id=number, observation=body, proba=0.5, created_at=DAY_2
+                observation_id=number,
+                observation=body,
+                model_version=VERSION,
+                proba=0.5,
+                created_at=DAY_2,
             )
 
     result = stats(admin)
@@ -424,6 +467,10 @@ def test_metrics_count_requests_predictions_probabilities_and_batches_in_process
     assert grew("model_prediction_probability_bucket", model_version=version, le="0.5") == (
         below_half
     )
+    decided = sum(p >= 0.5 for p in probabilities)  # the label answered: 1 from 0.5 up
+    labels = {"1": decided, "0": 3 - decided}
+    for label, count in labels.items():
+        assert grew("model_predicted_labels_total", model_version=version, label=label) == count
     assert grew("model_batch_size_count") == 4 and grew("model_batch_size_sum") == 4
     requests_ = {
         ("/predict", "200"): 3,
@@ -537,7 +584,11 @@ def test_notebook_3_shows_the_numbers_of_the_stored_rows(tmp_path, monkeypatch):
     probabilities = store(observations, DAY_1, labels=labels)
     with service.database.atomic():
         service.Prediction.create(
-            observation_id=-1, observation="{oops", proba=0.5, created_at=DAY_2
+            observation_id=-1,
+            observation="{oops",
+            model_version=VERSION,
+            proba=0.5,
+            created_at=DAY_2,
         )
     write_kernel_spec(tmp_path / "jupyter" / "kernels" / "project-python")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import EXAMPLE, ROOT, free_port, service
 from reliability_helpers import SPEC_PATH, check_against_spec, shipped_model
+from test_smoke_check import TASK_EXAMPLES
 
 ADMIN_TOKEN = "openapi-test-token"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
@@ -47,12 +48,10 @@ def test_every_error_status_has_an_error_body():
                 if status.startswith(("4", "5")):
                     schema = resolve(response)["content"]["application/json"]["schema"]
                     schema = resolve(schema)
-                    if "allOf" in schema:  # /health's 503: the health body plus error
-                        required = set().union(
-                            *(resolve(s).get("required", []) for s in schema["allOf"])
-                        )
-                    else:
-                        required = set(schema["required"])
+                    # /health's 503 is the health body plus error (allOf); a 409 is the
+                    # error plus the answer.
+                    parts = [schema, *(resolve(s) for s in schema.get("allOf", []))]
+                    required = set().union(*(part.get("required", []) for part in parts))
                     assert "error" in required, (path, method, status)
 
 
@@ -82,8 +81,56 @@ def test_the_observation_schema_matches_the_artifacts():
         assert schema["type"] == expected_types[kind], column
     required = [c for c, kind in model.kinds.items() if kind in ("integer", "boolean")]
     assert sorted(observation["required"]) == sorted(required)
-    update = SPEC["components"]["schemas"]["UpdateRequest"]["properties"]["true_class"]
-    assert update["enum"] == model.classes
+
+
+def conforms(name, instance):
+    """Whether `instance` is valid by components/schemas/<name> (JSON Schema 2020-12)."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator({**SPEC, "$ref": f"#/components/schemas/{name}"}).is_valid(instance)
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"id": 1, "true_class": 1}, True),
+        ({"id": 1, "true_class": "class_0"}, True),
+        ({"id": 1, "true_class": False}, True),
+        ({"id": 1, "true_value": 151.5}, True),
+        ({"id": 1, "true_value": {"Weight": 170, "Waist": 35.5}}, True),
+        ({"id": 1}, False),  # no true outcome
+        ({"id": 1, "true_class": None}, False),
+        ({"id": 1, "true_class": [1]}, False),
+        ({"id": 1, "true_value": "151"}, False),
+        ({"id": 1, "true_value": {"Weight": "heavy"}}, False),
+    ],
+)
+def test_the_update_request_takes_a_class_or_a_number(body, valid):
+    assert conforms("UpdateRequest", body) is valid
+
+
+@pytest.mark.parametrize(
+    ("answer", "valid"),
+    [
+        ({"proba": 0.25}, True),
+        ({"label": "class_0", "probabilities": {"class_0": 0.5, "class_1": 0.3, "c": 0.2}}, True),
+        ({"label": 2, "probabilities": {"0": 0.1, "1": 0.1, "2": 0.8}}, True),
+        ({"prediction": 151.2}, True),
+        ({"prediction": {"Weight": 178.1, "Waist": 35.2}}, True),
+        ({"proba": 1.25}, False),
+        ({"proba": 0.25, "label": 1}, False),  # the keys of one task only
+        ({"label": "a", "probabilities": {"a": 0.5, "b": 0.5}}, False),  # two: a binary one
+        ({"prediction": "151"}, False),
+        ({"prediction": {}}, False),
+        ({}, False),
+    ],
+)
+def test_the_answer_schema_tells_the_tasks_apart(answer, valid):
+    assert conforms("PredictAnswer", answer) is valid
+    conflict = {"error": "Observation ID 1 already exists", **answer}
+    assert conforms("Conflict", conflict) is valid
+    batch = {"id": 1, "status": 200, **answer}
+    assert conforms("BatchResult", batch) is valid
 
 
 @pytest.fixture
@@ -126,6 +173,105 @@ def test_every_documented_answer_matches_the_spec(admin_app):
         check_against_spec(response, path, method)
     listing = client.get("/list-db-contents", headers=admin).json
     assert listing["predictions"][0]["true_class"] == 1
+
+
+def example_app(name, tmp_path, **settings):
+    settings = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+        "MODEL_DIR": ROOT / "examples" / name,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        **settings,
+    }
+    return service.create_app(settings)
+
+
+@pytest.mark.parametrize("name", list(TASK_EXAMPLES))
+def test_the_answers_of_every_task_match_the_spec(name, tmp_path):
+    """The example models (examples/): a multiclass classifier and two regressors."""
+    client = example_app(name, tmp_path).test_client()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    observation = TASK_EXAMPLES[name]
+    first = next(iter(observation))
+    different = dict(observation, **{first: observation[first] + 1})
+    answer = client.post("/predict", json={"id": 1, "observation": observation}).json
+    truth = {"true_class": answer["label"]} if name == "wine" else {"true_value": 0}
+    if name == "linnerud":
+        truth = {"true_value": {"Weight": 170.0, "Waist": 34}}
+    wrong = {"true_value": 1} if name == "wine" else {"true_class": 1}  # the other field
+    items = [
+        {"id": 1, "observation": observation},  # a retry
+        {"id": 1, "observation": different},  # 409, with the answer
+        {"id": 2, "observation": different},
+        {"id": "x"},
+    ]
+    calls = [
+        ("/predict", "POST", {"id": 1, "observation": observation}, 200),
+        ("/predict", "POST", {"id": 1, "observation": different}, 409),
+        ("/predict-batch", "POST", {"observations": items}, 200),
+        ("/update", "POST", {"id": 1, **truth}, 200),
+        ("/update", "POST", {"id": 1, **wrong}, 422),
+        ("/health", "GET", None, 200),
+        ("/list-db-contents", "GET", None, 200),
+        ("/stats", "GET", None, 200),
+    ]
+    for path, method, body, status in calls:
+        response = client.open(path, method=method, json=body, headers=admin)
+        assert response.status_code == status, (path, body, response.get_data(as_text=True))
+        check_against_spec(response, path, method)
+    rows = client.get("/list-db-contents", headers=admin).json["predictions"]
+    field, value = next(iter(truth.items()))
+    assert [row[field] for row in rows] == [None, value]  # id 2, then id 1
+    assert client.get("/health").json["model"]["task"] in ("multiclass", "regression")
+
+
+def test_the_stats_schema_tells_the_tasks_apart(tmp_path):
+    """Each task's /stats answer conforms; with another task's metrics or charts, it does not
+    (a regressor has no probabilities to chart)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    truths = {
+        "wine": lambda answer: {"true_class": answer["label"]},
+        "diabetes": lambda answer: {"true_value": 151.0},
+        "linnerud": lambda answer: {"true_value": {"Weight": 170, "Waist": 34}},
+    }
+    answers = {}
+    for name, truth in truths.items():
+        (tmp_path / name).mkdir()
+        client = example_app(name, tmp_path / name).test_client()
+        answer = client.post("/predict", json={"id": 1, "observation": TASK_EXAMPLES[name]}).json
+        assert client.post("/update", json={"id": 1, **truth(answer)}).status_code == 200
+        answers[name] = client.get("/stats", headers=admin).json
+    titanic = service.create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "ADMIN_TOKEN": ADMIN_TOKEN}
+    )
+    answers["titanic"] = titanic.test_client().get("/stats", headers=admin).json  # no rows
+    for name, answer in answers.items():
+        assert conforms("Stats", answer), name
+        for other in answers.values():
+            if answer["model"]["task"]["task"] != other["model"]["task"]["task"]:
+                assert not conforms("Stats", dict(answer, metrics=other["metrics"])), name
+            if (answer["calibration"] is None) != (other["calibration"] is None):  # a regressor
+                assert not conforms("Stats", dict(answer, calibration=other["calibration"]))
+                assert not conforms("Stats", dict(answer, distribution=other["distribution"]))
+    assert not conforms("Stats", dict(answers["titanic"], labelled_left_out=None))
+    assert not conforms("Stats", dict(answers["wine"], undocumented=1))
+
+
+@pytest.mark.parametrize("settings", [{"THRESHOLD": 0.9}, {"POSITIVE_CLASS": "0"}])
+def test_a_binary_model_with_other_decision_settings_matches_the_spec(settings, tmp_path):
+    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **settings})
+    client = app.test_client()
+    response = client.get("/health")
+    check_against_spec(response, "/health", "GET")
+    model = response.json["model"]
+    assert (model["threshold"], model["positive_class"]) == (
+        settings.get("THRESHOLD", 0.5),
+        0 if "POSITIVE_CLASS" in settings else 1,
+    )
+    response = client.post("/predict", json={"id": 1, "observation": EXAMPLE})
+    check_against_spec(response, "/predict", "POST")
+    response = client.post("/update", json={"id": 1, "true_class": 0})
+    check_against_spec(response, "/update", "POST")
+    assert response.json["threshold"] == model["threshold"]
 
 
 def test_answers_while_the_database_is_unreachable_match_the_spec(admin_app):

@@ -12,10 +12,12 @@ Without Chromium the browser tests skip and say why, except in CI (CI=true), whe
 """
 
 import hashlib
+import html
 import json
 import os
 import pickle
 import random
+import re
 import shlex
 import subprocess
 import tempfile
@@ -29,12 +31,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import EXAMPLE, LiveServer, service
+from conftest import EXAMPLE, ROOT, LiveServer, service
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
+from test_smoke_check import TASK_EXAMPLES, example_server
 
 import pages
 
@@ -216,6 +219,72 @@ def test_categories_come_only_from_encoders_that_see_the_column_as_sent():
         "c": ["u", "v"],
     }
     assert pages.known_categories(LogisticRegression(), ["a"]) == {}
+
+
+def task_of_page(client):
+    """(the data-task JSON for try.js, the words of "The model" about the task)."""
+    page = client.get("/").get_data(as_text=True)
+    task = json.loads(html.unescape(re.search(r"data-task='([^']*)'", page).group(1)))
+    said = re.search(r'<p id="model-task">(.*?)</p>', page, re.S).group(1)
+    return task, " ".join(re.sub(r"<[^>]+>", "", said).split())
+
+
+@pytest.mark.parametrize(
+    ("model", "settings", "task", "said"),
+    [
+        (
+            "titanic",
+            {},
+            {"task": "binary", "threshold": 0.5, "positive_name": "1", "negative_name": "0"},
+            "It predicts the probability of class 1 (the classes are 0 and 1). Its decision is "
+            "class 1 when that probability is at least the threshold 0.5, class 0 otherwise. "
+            "The true outcome of an observation goes to POST /update as true_class.",
+        ),
+        (
+            "titanic",
+            {"THRESHOLD": 0.1, "POSITIVE_CLASS": "0"},
+            {"threshold": 0.1, "positive_class": 0, "positive_name": "0", "negative_name": "1"},
+            "the probability of class 0 (the classes are 1 and 0). Its decision is class 0 when "
+            "that probability is at least the threshold 0.1, class 1 otherwise.",
+        ),
+        (
+            "wine",
+            {},
+            {"task": "multiclass", "names": ["class_0", "class_1", "class_2"]},
+            "It predicts one of 3 classes (class_0, class_1, class_2): the most probable one, "
+            "with the probability of each. The true outcome of an observation goes to POST "
+            "/update as true_class.",
+        ),
+        (
+            "diabetes",
+            {},
+            {"task": "regression", "targets": None, "truth_field": "true_value"},
+            "It predicts a number. The true outcome of an observation goes to POST /update as "
+            "true_value.",
+        ),
+        (
+            "linnerud",
+            {},
+            {"task": "regression", "targets": ["Weight", "Waist"]},
+            "It predicts 2 numbers: Weight, Waist. The true outcome of an observation goes to "
+            "POST /update as true_value, an object with a number for each target.",
+        ),
+    ],
+    ids=["titanic", "titanic-settings", "wine", "diabetes", "linnerud"],
+)
+def test_the_page_says_what_the_model_predicts_and_tells_the_script(
+    model, settings, task, said, tmp_path
+):
+    settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **settings}
+    if model != "titanic":
+        settings["MODEL_DIR"] = ROOT / "examples" / model
+    client = service.create_app(settings).test_client()
+    shown, words = task_of_page(client)
+    assert task.items() <= shown.items(), shown
+    assert said in words, words
+    if model == "wine":  # what the answer names its probabilities by, in the model's order
+        answer = client.post("/predict", json={"id": 1, "observation": TASK_EXAMPLES[model]})
+        assert list(answer.json["probabilities"]) == shown["names"]
 
 
 def test_the_pages_load_only_from_their_own_origin_and_the_api_stays_json(tmp_path):
@@ -468,7 +537,12 @@ def test_the_form_scores_an_observation_as_the_api_does(browser, site, tmp_path)
     answer = json.loads(text_of(browser, "answer"))
     assert text_of(browser, "probability") == to_fixed(answer["proba"], 4)
     assert api_predict(site, site.example).json() == answer  # the same model, the same answer
-    assert f"{to_fixed(answer['proba'] * 100, 1)} % chance" in text_of(browser, "meaning")
+    meaning = text_of(browser, "meaning")
+    assert f"{to_fixed(answer['proba'] * 100, 1)} % chance" in meaning
+    # Both models decide for class 1 from 0.5 (the default THRESHOLD and POSITIVE_CLASS).
+    decided, side = (1, "above") if answer["proba"] > 0.5 else (0, "below")
+    assert text_of(browser, "decision") == f"class {decided}"
+    assert f"{side} the threshold 0.5, so the decision is class {decided}." in meaning
 
     body, command = sent_request(browser)
     request = json.loads(body)
@@ -486,6 +560,66 @@ def test_the_form_scores_an_observation_as_the_api_does(browser, site, tmp_path)
     in_readme = "try-the-model" if site.name == "titanic" else None  # docs/try-the-model.png
     screenshot(browser, tmp_path, f"try-the-model-{site.name}", in_readme)
     assert_only_own_origin(browser, site)
+
+
+def js_rounded(number):
+    """What try.js shows of a number: String(Number(x.toPrecision(6))), for numbers that
+    JavaScript writes without an exponent (from 1e-6 to 1e21)."""
+    value = float(f"{number:.6g}")
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wine", "diabetes"])
+def test_the_page_shows_the_answer_of_each_task(browser, name, tmp_path):
+    """A multiclass label with a bar per class, and a regressor's number (linnerud's two
+    numbers differ from it only by a table: test_the_page_says_what_the_model_predicts)."""
+    with example_server(name, tmp_path) as server:
+        site = Site(name, server, TASK_EXAMPLES[name], traffic=None)
+        requests_made(browser)  # forget the requests of the tests before this one
+        open_page(browser, site, "/")
+        fill_in(browser, site.example)
+        assert submit_and_wait(browser) == "answered"
+        answer = json.loads(text_of(browser, "answer"))
+        assert api_predict(site, site.example).json() == answer
+        if name == "wine":
+            check_probabilities_shown(browser, answer)
+        else:
+            shown = js_rounded(answer["prediction"])
+            assert text_of(browser, "prediction") == shown
+            meaning = f"The model predicts {shown} for this observation (to 6 significant"
+            assert text_of(browser, "meaning").startswith(meaning)
+        again = subprocess.run(["bash", "-c", text_of(browser, "curl")], capture_output=True)
+        assert json.loads(again.stdout) == answer  # the curl line sends the same request
+        screenshot(browser, tmp_path, f"try-the-model-{name}")
+        assert_only_own_origin(browser, site)
+
+
+def check_probabilities_shown(browser, answer):
+    label = answer["label"]
+    assert text_of(browser, "label") == label
+    best = max(answer["probabilities"].values())
+    assert text_of(browser, "meaning").startswith(
+        f"The most probable class is {label}, at {to_fixed(best * 100, 1)} %; the next one is "
+    )
+    rows = browser.find_elements(by("CSS_SELECTOR"), "#probabilities tr")[1:]  # after the head
+    cells = [row.find_elements(by("CSS_SELECTOR"), "th, td") for row in rows]
+    shown = [[cell.text for cell in row] for row in cells]
+    assert shown == [
+        [key + (" (the label)" if key == label else ""), f"{to_fixed(p * 100, 1)} %"]
+        for key, p in answer["probabilities"].items()
+    ]
+    bars = browser.find_elements(by("CSS_SELECTOR"), "#probabilities meter")
+    assert [float(bar.get_attribute("value")) for bar in bars] == [
+        *answer["probabilities"].values()
+    ]
+    browser.set_window_size(390, 844)  # the table fits a phone
+    try:
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        ), "the page is wider than a phone"
+    finally:
+        browser.set_window_size(1000, 900)
 
 
 @pytest.mark.slow

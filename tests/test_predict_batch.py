@@ -9,13 +9,14 @@ import json
 import math
 
 import pytest
-from conftest import EXAMPLE, free_port, service
+from conftest import EXAMPLE, ROOT, free_port, service
 from reliability_helpers import (
     check_against_spec,
     pipeline_probabilities,
     random_observations,
     stored_rows,
 )
+from test_smoke_check import TASK_EXAMPLES
 
 import batch_scoring
 
@@ -26,9 +27,9 @@ def post_batch(client, items):
     return client.post("/predict-batch", data=json.dumps({"observations": items}))
 
 
-def one_at_a_time(tmp_path, items):
+def one_at_a_time(tmp_path, items, **settings):
     """What /predict answers for each item, sent in order to a fresh service (the oracle)."""
-    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}"})
+    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}", **settings})
     client = app.test_client()
     results = []
     for item in items:
@@ -78,6 +79,44 @@ def test_each_item_gets_what_predict_would_answer_in_order(client, database_url,
     assert rows[10] == (results[0]["proba"], json.dumps({"id": 10, "observation": OTHER}))
     assert results[7]["proba"] == results[0]["proba"]
     assert results[1]["proba"] == rows[1][0]
+
+
+def same_answer(a, b):
+    """Equal, numbers within a relative 1e-12 (scored in another batch: other BLAS sums)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_answer(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return relative_difference(a, b) <= 1e-12
+    return a == b and type(a) is type(b)
+
+
+@pytest.mark.parametrize("name", list(TASK_EXAMPLES))
+def test_every_task_gets_what_predict_would_answer(name, tmp_path):
+    """The example models: each item carries its task's answer, 409 included."""
+    settings = {"MODEL_DIR": str(ROOT / "examples" / name)}
+    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **settings})
+    observation = TASK_EXAMPLES[name]
+    first = next(iter(observation))
+    other = dict(observation, **{first: observation[first] + 1})
+    items = [
+        {"id": 1, "observation": observation},
+        {"id": 2, "observation": other},
+        {"id": 1, "observation": observation},  # a retry
+        {"id": 2, "observation": observation},  # a conflict
+        {"id": 3, "observation": {}},  # invalid
+    ]
+    response = post_batch(app.test_client(), items)
+    check_against_spec(response, "/predict-batch", "POST")
+    results = response.json["results"]
+
+    expected = one_at_a_time(tmp_path, items, **settings)
+    assert [r["status"] for r in results] == [200, 200, 200, 409, 422]
+    for result, oracle in zip(results, expected, strict=True):
+        assert result.pop("id") in (1, 2, 3)
+        assert same_answer(result, oracle), (result, oracle)
+    answer_keys = {"wine": {"label", "probabilities"}}.get(name, {"prediction"})
+    assert set(results[0]) == {"status", *answer_keys}
+    assert results[2] == results[0]  # the stored answer, bit for bit
 
 
 def test_probabilities_equal_one_row_scoring(client, database_url):

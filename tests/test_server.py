@@ -31,7 +31,7 @@ def test_gunicorn_serves_predictions_and_updates(start_server, database_url):
 
 
 def test_workers_creating_the_table_at_once_on_an_empty_postgres_do_not_collide():
-    """Replicas and workers that start together all run create_tables at the same moment."""
+    """Replicas and workers that start together all create the table at the same moment."""
     if not POSTGRES_URL:
         pytest.skip("needs TEST_DATABASE_URL")
     service.create_app({"DATABASE_URL": POSTGRES_URL})
@@ -41,7 +41,7 @@ def test_workers_creating_the_table_at_once_on_an_empty_postgres_do_not_collide(
     def start_up():
         starting_line.wait(timeout=10)
         try:
-            service.create_tables()  # each thread has its own connection, like a process
+            service.create_or_upgrade_table()  # each thread has its own connection
         finally:
             service.database.close()
 

@@ -1,21 +1,87 @@
-"""smoke_check.py, run as a student runs it, against live local servers."""
+"""smoke_check.py, run as a student runs it, against live local servers.
+
+Against the example models of the other tasks (examples/), the app is served in a thread of
+the test process (InProcessServer): the script needs HTTP, not gunicorn, and this costs a
+tenth of a second instead of seconds. test_batch_score.py and test_pages.py use it too.
+"""
 
 import ast
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from functools import partial
 
 import pytest
-from conftest import EXAMPLE, ROOT, LiveServer, free_port
+from conftest import EXAMPLE, ROOT, LiveServer, free_port, service
 from playhouse.db_url import connect
 from test_tutorial import TutorialServer
+from werkzeug.serving import WSGIRequestHandler, make_server
 
+import replay_traffic
 import smoke_check
 
 SCRIPT = str(ROOT / "smoke_check.py")
+
+# An observation for each example model (examples/<name>): the first row of its data set.
+TASK_EXAMPLES = {
+    "wine": {  # multiclass, classes "class_0", "class_1", "class_2"
+        "alcohol": 14.23, "malic_acid": 1.71, "ash": 2.43, "alcalinity_of_ash": 15.6,
+        "magnesium": 127.0, "total_phenols": 2.8, "flavanoids": 3.06,
+        "nonflavanoid_phenols": 0.28, "proanthocyanins": 2.29, "color_intensity": 5.64,
+        "hue": 1.04, "od280/od315_of_diluted_wines": 3.92, "proline": 1065.0,
+    },
+    "diabetes": {  # regression, one number
+        "age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1": 157.0, "s2": 93.2, "s3": 38.0,
+        "s4": 4.0, "s5": 4.8598, "s6": 87.0,
+    },
+    "linnerud": {"Chins": 5, "Situps": 162, "Jumps": 60},  # regression, Weight and Waist
+}  # fmt: skip
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *_args):  # one line per request would drown the test's output
+        pass
+
+
+class InProcessServer:
+    """create_app(settings) served by werkzeug in a thread, on a free port of 127.0.0.1.
+
+    One at a time in a process: every app shares app.database, which the last one created
+    points at its own database.
+    """
+
+    def __init__(self, settings):
+        self.app = service.create_app(settings)
+        self.server = make_server(
+            "127.0.0.1", 0, self.app, threaded=True, request_handler=QuietHandler
+        )
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        # Polled every 10 ms rather than 500: shutdown() waits for the next poll.
+        serve = partial(self.server.serve_forever, poll_interval=0.01)
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def example_server(name, folder, **settings):
+    """An InProcessServer of examples/<name> on a fresh SQLite file in `folder`."""
+    return InProcessServer(
+        {
+            "DATABASE_URL": f"sqlite:///{folder / f'{name}.db'}",
+            "MODEL_DIR": str(ROOT / "examples" / name),
+            **settings,
+        }
+    )
 
 
 def smoke(*arguments):
@@ -55,9 +121,107 @@ def test_a_healthy_service_passes_every_check(start_server, database_url):
     # What it leaves in the database: one prediction, under a big id, labelled.
     database = connect(database_url)
     with database:
-        rows = database.execute_sql("SELECT observation_id, true_class FROM prediction").fetchall()
+        rows = database.execute_sql("SELECT observation_id, true_value FROM prediction").fetchall()
     assert len(rows) == 1
-    assert rows[0][0] >= 10**12 and rows[0][1] == 1
+    assert rows[0][0] >= 10**12 and json.loads(rows[0][1]) == 1  # the positive class
+
+
+@pytest.mark.parametrize("name", list(TASK_EXAMPLES))
+def test_a_model_of_another_task_passes_every_check(name, tmp_path):
+    observation = TASK_EXAMPLES[name]
+    out = io.StringIO()
+    with example_server(name, tmp_path) as server:
+        code = smoke_check.main([server.url, "--observation", json.dumps(observation)], out=out)
+        rows = list(service.Prediction.select())
+    output = out.getvalue()
+
+    assert code == 0, output
+    assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
+    task = "multiclass" if name == "wine" else "regression"
+    assert f"columns, a {task} model" in output
+    # The true outcome sent is the prediction itself, under the task's name.
+    [row] = rows
+    prediction = json.loads(row.prediction)
+    truth = json.loads(row.true_value)
+    if name == "wine":
+        assert truth == prediction["label"] and f"true_class {json.dumps(truth)}" in output
+    elif name == "diabetes":
+        assert truth == prediction["value"] and "true_value " in output
+    else:
+        assert truth == prediction and set(truth) == {"Weight", "Waist"}
+
+
+MODELS = {  # what /health reports of each task's model
+    "binary": {"task": "binary", "classes": [0, 1], "threshold": 0.5, "positive_class": 1},
+    "multiclass": {"task": "multiclass", "classes": ["a", "b", 3]},
+    "regression": {"task": "regression", "targets": None},
+    "two targets": {"task": "regression", "targets": ["w", "h"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "problem"),
+    [
+        ("binary", {"proba": 0.3}, None),
+        ("binary", {"proba": 1.5}, "no proba from 0 to 1"),
+        ("binary", {"label": 1}, "no proba from 0 to 1"),
+        ("multiclass", {"label": 3, "probabilities": {"a": 0.2, "b": 0.3, "3": 0.5}}, None),
+        ("multiclass", {"label": "3", "probabilities": {}}, 'the label "3" is not one of'),
+        ("multiclass", {"label": "a", "probabilities": {"a": 1.0}}, "one entry per class: 3, a"),
+        ("multiclass", {"label": "a", "probabilities": {"a": 0.6, "b": 0.6, "3": 0}}, "add up"),
+        ("regression", {"prediction": -2.5}, None),
+        ("regression", {"prediction": "2.5"}, "not a finite number"),
+        ("regression", {"proba": 0.5}, "not a finite number"),
+        ("two targets", {"prediction": {"w": 1, "h": 2.5}}, None),
+        ("two targets", {"prediction": {"w": 1}}, "a finite number for each target: w, h"),
+        ("two targets", {"prediction": 3.0}, "a finite number for each target"),
+    ],
+)
+def test_each_task_answer_is_checked_for_its_own_keys_and_types(model, body, problem):
+    response = smoke_check.Response(200, json.dumps(body).encode())
+    found = smoke_check.answer_problem(response, MODELS[model])
+    assert found == problem if problem is None else problem in found
+
+
+def test_the_update_sends_the_field_and_a_value_of_the_task():
+    assert smoke_check.some_truth(MODELS["binary"]) == 1  # the positive class
+    assert smoke_check.some_truth({}) == 1  # a service from before any task: 0 and 1
+    assert smoke_check.some_truth(MODELS["multiclass"]) == "a"
+    assert smoke_check.some_truth(MODELS["two targets"]) == {"w": 0.0, "h": 0.0}
+    answer = {"label": 3, "probabilities": {"a": 0.2, "b": 0.3, "3": 0.5}}
+    assert smoke_check.truth_for(answer, MODELS["multiclass"]) == 3  # the prediction itself
+    assert smoke_check.truth_for({"prediction": 2.5}, MODELS["regression"]) == 2.5
+    fields = {task: smoke_check.TRUTH_FIELDS[task] for task in ("binary", "regression")}
+    assert fields == {"binary": "true_class", "regression": "true_value"}
+
+
+def test_the_replay_refuses_another_model_in_one_sentence(tmp_path, capsys):
+    with example_server("wine", tmp_path) as server:
+        code = replay_traffic.main([server.url])
+        stored = service.Prediction.select().count()
+    printed = capsys.readouterr().out.strip()
+    assert code == 2 and stored == 0  # nothing sent
+    assert printed.count("\n") == 0 and printed.endswith("for the tutorial's model only.")
+    assert "cannot take notebook 1's Titanic passengers" in printed
+    assert "its model takes no Pclass, Sex, Age" in printed
+
+
+def test_the_replay_sends_the_outcome_under_the_tasks_field():
+    titanic = {"task": "binary", "classes": [0, 1], "columns": EXAMPLE_COLUMNS}
+    assert replay_traffic.truth_field_for(titanic) == "true_class"
+    assert replay_traffic.truth_field_for({"columns": EXAMPLE_COLUMNS}) == "true_class"  # old
+    regressor = {"task": "regression", "targets": None, "columns": EXAMPLE_COLUMNS}
+    assert replay_traffic.truth_field_for(regressor) == "true_value"
+    for model, reason in [
+        ({**titanic, "classes": [False, True]}, "predicts the classes [false, true]"),
+        ({**titanic, "task": "ranking"}, "is a ranking model"),
+        ({**regressor, "targets": ["a", "b"]}, "predicts the targets a, b"),
+    ]:
+        with pytest.raises(replay_traffic.NotTheTutorialModel, match=re.escape(reason)):
+            replay_traffic.truth_field_for(model)
+
+
+EXAMPLE_COLUMNS = list(EXAMPLE)
 
 
 @pytest.mark.slow

@@ -11,9 +11,12 @@ import joblib
 import pandas as pd
 import pytest
 from conftest import ROOT, service
+from sklearn.cluster import KMeans
 from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.svm import LinearSVC
 
 ARTIFACTS = ("pipeline.pickle", "columns.json", "dtypes.pickle")
 
@@ -64,14 +67,80 @@ def test_a_dtype_json_cannot_carry_is_refused(model_dir, tmp_path):
         start(model_dir, tmp_path)
 
 
-@pytest.mark.parametrize("labels", [["no", "yes"], [0, 1, 2]])
-def test_only_binary_integer_labels_are_served(model_dir, tmp_path, labels):
-    frame = pd.DataFrame({"x": range(len(labels))})
-    joblib.dump(fit_classifier(frame, labels), model_dir / "pipeline.pickle")
-    (model_dir / "columns.json").write_text('["x"]')
+def write_model(model_dir, estimator, frame, labels):
+    joblib.dump(
+        make_pipeline(FunctionTransformer(), estimator).fit(frame, labels),
+        model_dir / "pipeline.pickle",
+    )
+    (model_dir / "columns.json").write_text(json.dumps(list(frame.columns)))
     (model_dir / "dtypes.pickle").write_bytes(pickle.dumps(frame.dtypes))
-    with pytest.raises(service.StartupError, match="binary classifiers with integer labels"):
+
+
+@pytest.mark.parametrize(
+    ("labels", "task"),
+    [(["no", "yes"], "binary"), ([False, True], "binary"), ([0, 1, 2], "multiclass")],
+)
+def test_classifiers_of_any_labels_are_served(model_dir, tmp_path, labels, task):
+    frame = pd.DataFrame({"x": range(len(labels))})
+    write_model(model_dir, DummyClassifier(), frame, labels)
+    model = start(model_dir, tmp_path).config["MODEL"]
+    assert model.task.name == task
+    assert model.task.classes == labels
+    assert all(type(label) is type(labels[0]) for label in model.task.classes)  # not numpy
+
+
+@pytest.mark.parametrize(
+    ("estimator", "labels", "message"),
+    [
+        (KMeans(n_clusters=2, n_init=1), None, "neither a classifier nor a regressor"),
+        (LinearSVC(), [0, 1], "cannot give probabilities"),
+        (LinearRegression(), [[1.0, 2.0], [3.0, 4.0]], "name them, in order, in targets.json"),
+    ],
+)
+def test_a_model_that_cannot_be_served_says_what_to_change(
+    model_dir, tmp_path, estimator, labels, message
+):
+    write_model(model_dir, estimator, pd.DataFrame({"x": [0.0, 1.0]}), labels)
+    with pytest.raises(service.StartupError, match=message):
         start(model_dir, tmp_path)
+
+
+def test_targets_json_must_name_every_output(model_dir, tmp_path):
+    write_model(model_dir, LinearRegression(), pd.DataFrame({"x": [0.0, 1.0]}), [[1, 2], [3, 4]])
+    (model_dir / "targets.json").write_text('["a", "b", "c"]')
+    with pytest.raises(service.StartupError, match="names 3 targets .* predicts 2 numbers"):
+        start(model_dir, tmp_path)
+    (model_dir / "targets.json").write_text('["a", "b"]')
+    assert start(model_dir, tmp_path).config["MODEL"].task.targets == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"THRESHOLD": 1.5}, "THRESHOLD=1.5 must be a number from 0 to 1"),
+        ({"THRESHOLD": -0.1}, "THRESHOLD=-0.1 must be a number from 0 to 1"),
+        ({"POSITIVE_CLASS": "2"}, 'POSITIVE_CLASS="2" is not a class of this model'),
+    ],
+)
+def test_a_threshold_or_positive_class_that_cannot_work_stops_the_start(
+    model_dir, tmp_path, settings, message
+):
+    with pytest.raises(service.StartupError, match=message):
+        service.create_app(
+            {
+                "MODEL_DIR": str(model_dir),
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+                **settings,
+            }
+        )
+
+
+def test_the_positive_class_is_read_from_its_text(monkeypatch, model_dir, tmp_path):
+    """Environment variables are text: POSITIVE_CLASS=0 names the integer class 0."""
+    monkeypatch.setenv("POSITIVE_CLASS", "0")
+    monkeypatch.setenv("THRESHOLD", "0.25")
+    task = start(model_dir, tmp_path).config["MODEL"].task
+    assert (task.positive_class, task.negative_class, task.threshold) == (0, 1, 0.25)
 
 
 def test_another_model_with_other_columns_is_served(model_dir, tmp_path):
