@@ -68,6 +68,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import migrations
 from batching import BatchAbandoned, BatchTimeout, MicroBatcher
+from contract import ContractError, build_contract, check_against_routes, read_contract_file
 from tasks import TaskError, read_task
 from values import is_missing, json_type, parse_integer, parse_number
 
@@ -146,10 +147,15 @@ class LoadedModel:
     kinds: dict  # column -> "integer", "float", "boolean" or "string" (how to validate)
     task: object  # what it predicts and how it answers (tasks.py): binary, multiclass...
     version: str  # a short hash of pipeline.pickle: stored with every row it answers
+    contract: object  # how it is served over HTTP: routes, ids, answers (contract.py)
 
 
 def load_model(model_dir, threshold=None, positive_class=None):
-    """Load pipeline.pickle, columns.json and dtypes.pickle, check they agree, read the task."""
+    """Load the artifacts and check they agree; read the task, and the contract (api.toml).
+
+    `threshold` and `positive_class` (the settings THRESHOLD and POSITIVE_CLASS) win over
+    api.toml's [model] table: a Railway variable changes them without a new commit.
+    """
     model_dir = Path(model_dir)
     columns = load_columns(model_dir / "columns.json")
     dtypes = load_dtypes(model_dir / "dtypes.pickle")
@@ -166,13 +172,25 @@ def load_model(model_dir, threshold=None, positive_class=None):
             f"pipeline.pickle was trained on the columns {trained_on} but columns.json "
             f"lists {columns}; write the three artifacts again with notebook 1."
         )
-    try:
-        task = read_task(pipeline, model_dir, threshold, positive_class)
-    except TaskError as error:
-        raise StartupError(str(error)) from None
     kinds = {column: column_kind(column, dtypes[column]) for column in columns}
+    try:
+        tables = read_contract_file(model_dir)
+        brief = tables.get("model", {})
+        task = read_task(
+            pipeline,
+            model_dir,
+            threshold=brief.get("threshold") if threshold is None else threshold,
+            positive_class=brief.get("positive_class")
+            if positive_class is None
+            else positive_class,
+            targets=brief.get("targets"),
+        )
+        contract = build_contract(tables, task, columns, kinds)
+    except (TaskError, ContractError) as error:
+        raise StartupError(str(error)) from None
     version = hashlib.sha256((model_dir / "pipeline.pickle").read_bytes()).hexdigest()[:12]
-    return LoadedModel(pipeline, columns, {c: dtypes[c] for c in columns}, kinds, task, version)
+    dtypes = {c: dtypes[c] for c in columns}
+    return LoadedModel(pipeline, columns, dtypes, kinds, task, version, contract)
 
 
 def load_columns(path):
@@ -266,7 +284,10 @@ class Prediction(Model):
     """
 
     id = BigAutoField()
-    observation_id = BigIntegerField(unique=True)  # the client's id: 64-bit
+    # The client's id: the key of the row, as text (contract.py: '42', '"abc"', '["a", 3]'),
+    # and an integer id as such too (64-bit), as releases before contracts stored it.
+    observation_key = TextField(unique=True, null=True)
+    observation_id = BigIntegerField(unique=True, null=True)
     observation = TextField()  # the raw request body, exactly as received
     model_version = TextField(null=True)  # which model answered (LoadedModel.version)
     prediction = TextField(null=True)  # JSON: what the model produced (tasks.py)
@@ -428,16 +449,20 @@ def validate_value(value, name, kind, dtype):
 
 
 def validate_observation(observation, model):
-    """The observation's values in column order, or a 422 that names every bad field."""
+    """The observation's values in column order, or a 422 that names every bad field.
+
+    `observation` is the object of features: the body's "observation", or under a brief's
+    contract another field or the body itself; errors name the fields as the brief does.
+    """
     if not isinstance(observation, dict):
-        raise ApiError(422, "observation must be a JSON object of column: value")
+        raise ApiError(422, model.contract.shape())
     values, problems = [], []
     for column in model.columns:  # extra keys are ignored: the model does not use them
         try:
             values.append(
                 validate_value(
                     observation.get(column),
-                    f"observation.{column}",
+                    model.contract.field_name(column),
                     model.kinds[column],
                     model.dtypes[column],
                 )
@@ -449,22 +474,27 @@ def validate_observation(observation, model):
     return values
 
 
-def parse_id(payload):
-    if "id" not in payload:
-        raise ApiError(422, "id is required: an integer that identifies the observation")
+def parse_id(payload, model):
+    """(key, id): the row's key and the client's id (an integer, a string, or several)."""
     try:
-        return parse_integer(payload["id"], "id")
+        return model.contract.read_id(payload)
     except ValueError as problem:
         raise ApiError(422, str(problem)) from None
 
 
 def parse_truth(payload, model):
     """The true value sent to /update, in the task's type: a class, a number, or numbers."""
-    field = model.task.truth_field
     try:
-        return model.task.parse_truth(payload.get(field), field)
+        return model.contract.truth_of(payload, model.task)
     except ValueError as problem:
         raise ApiError(422, str(problem)) from None
+
+
+def parse_prediction_request(body, payload, model):
+    """A /predict body -> the PredictionRequest to score: its key, id and valid values."""
+    key, client_id = parse_id(payload, model)
+    values = validate_observation(model.contract.observation_of(payload), model)
+    return PredictionRequest(key, client_id, body, values)
 
 
 # ---------------------------------------------------------------------------------------
@@ -511,17 +541,17 @@ def score_each(rows, model):
 
 
 def save_predictions(rows):
-    """Insert rows whose observation_id is new; return the stored row for every id.
+    """Insert rows whose key is new; return the stored row for every key.
 
-    An id that is already stored is left untouched (a retry, or a conflict the caller
+    A key that is already stored is left untouched (a retry, or a conflict the caller
     reports), and the insert never fails on it, even when two servers race.
     """
-    ids = [row["observation_id"] for row in rows]
+    keys = [row["observation_key"] for row in rows]
 
     def insert_then_read():
         Prediction.insert_many(rows).on_conflict_ignore().execute()
-        stored = Prediction.select().where(Prediction.observation_id.in_(ids))
-        return {prediction.observation_id: prediction for prediction in stored}
+        stored = Prediction.select().where(Prediction.observation_key.in_(keys))
+        return {prediction.observation_key: prediction for prediction in stored}
 
     return in_transaction(insert_then_read)
 
@@ -529,8 +559,9 @@ def save_predictions(rows):
 def same_observation(stored_body, values, model):
     """Whether a stored request carried the same observation (after validation)."""
     try:
-        stored_values = validate_observation(json.loads(stored_body)["observation"], model)
-    except (ValueError, KeyError, TypeError, ApiError):
+        stored_payload = json.loads(stored_body)
+        stored_values = validate_observation(model.contract.observation_of(stored_payload), model)
+    except (ValueError, KeyError, TypeError, AttributeError, ApiError):
         return False
     # json.dumps writes NaN as NaN, so two missing values compare equal here.
     return json.dumps(stored_values) == json.dumps(values)
@@ -540,7 +571,8 @@ def same_observation(stored_body, values, model):
 class PredictionRequest:
     """One validated request to score and store: what /predict and /predict-batch send."""
 
-    observation_id: int
+    key: str  # what the row is stored under (contract.py): '42', '"abc"', '["a", 3]'
+    client_id: object  # the id as the client sent it: 42, "abc", {"sku": "a", "week": 3}
     body: str  # the text stored with the row: the request as the client sent it
     values: list  # the observation, validated, in column order
 
@@ -565,7 +597,7 @@ def score_and_store(requests, model):
         if isinstance(output, ApiError):
             outcomes.append(output)
             continue
-        row = stored[request_.observation_id]
+        row = stored[request_.key]
         answered = stored_output(row, model)
         if answered is not None and (
             row.observation == request_.body
@@ -573,15 +605,17 @@ def score_and_store(requests, model):
         ):
             outcomes.append(answered)  # a new row, or a client retrying: the same answer
         else:
-            outcomes.append(conflict(request_.observation_id, output, model))
+            outcomes.append(conflict(request_.key, output, model))
     predictions_answered.send(model, outcomes=outcomes)
     return outcomes
 
 
 def new_row(request_, output, model, now):
     """The columns of a new row: the request, what the model said, and which model said it."""
+    client_id = request_.client_id
     return {
-        "observation_id": request_.observation_id,
+        "observation_key": request_.key,
+        "observation_id": client_id if isinstance(client_id, int) else None,
         "observation": request_.body,
         "model_version": model.version,
         "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
@@ -604,12 +638,13 @@ def stored_output(row, model):
     return None
 
 
-def conflict(observation_id, output, model):
+def conflict(key, output, model):
     return ApiError(
         409,
-        f"Observation ID {observation_id} already exists with a different observation; "
-        "send it with a new id",
-        **model.task.answer(output),  # what this observation would have been answered
+        f"Observation ID {key} already exists with a different observation; send it with a new id",
+        # What this observation would have been answered (the contract's answer may quote
+        # the request: the 409 has only the model's part of it).
+        **model.contract.predict_answer(output, {}, model.task),
     )
 
 
@@ -622,7 +657,7 @@ def prediction_to_dict(prediction, model):
     """A stored row as JSON; the true value under the name /update takes (true_class...)."""
     return {
         "id": prediction.id,
-        "observation_id": prediction.observation_id,
+        "observation_id": model.contract.client_id(prediction.observation_key),
         "observation": prediction.observation,
         "model_version": prediction.model_version,  # null: stored before the upgrade
         "prediction": from_json(prediction.prediction),
@@ -656,37 +691,36 @@ def utc_now():
 api = Blueprint("api", __name__)
 
 
-@api.post("/predict")
 def predict():
+    """POST /predict, or the brief's route (contract.py): score, store, answer."""
     model = current_app.config["MODEL"]
     body, payload = read_json_body()
-    observation_id = parse_id(payload)
-    values = validate_observation(payload.get("observation"), model)
+    prediction_request = parse_prediction_request(body, payload, model)
     # Requests that arrive together are scored and stored together (batching.py).
-    batcher = current_app.extensions["batcher"]
-    outcome = batcher.submit(PredictionRequest(observation_id, body, values))
+    outcome = current_app.extensions["batcher"].submit(prediction_request)
     if isinstance(outcome, ApiError):
         raise outcome
-    return jsonify(model.task.answer(outcome))
+    return jsonify(model.contract.predict_answer(outcome, payload, model.task))
 
 
-@api.post("/update")
 def update():
+    """POST /update, or the brief's route: the true value of a stored prediction."""
     model = current_app.config["MODEL"]
     _, payload = read_json_body()
-    observation_id = parse_id(payload)
+    key, _ = parse_id(payload, model)
     truth = json.dumps(parse_truth(payload, model))
 
     def set_true_value():
         query = Prediction.update(true_value=truth)
-        if query.where(Prediction.observation_id == observation_id).execute() == 0:
+        if query.where(Prediction.observation_key == key).execute() == 0:
             return None
-        return Prediction.get(Prediction.observation_id == observation_id)
+        return Prediction.get(Prediction.observation_key == key)
 
     prediction = in_transaction(set_true_value)
     if prediction is None:
-        raise ApiError(404, f"Observation ID {observation_id} does not exist")
-    return jsonify(prediction_to_dict(prediction, model))
+        raise ApiError(404, f"Observation ID {key} does not exist")
+    row = prediction_to_dict(prediction, model)
+    return jsonify(model.contract.update_answer(row, stored_output(prediction, model), payload))
 
 
 @api.get("/health")
@@ -707,6 +741,7 @@ def health():
             "columns": model.columns,
             "dtypes": {column: str(dtype) for column, dtype in model.dtypes.items()},
         },
+        "contract": model.contract.describe(model.task),  # the routes and fields it speaks
         "versions": LIBRARY_VERSIONS,
     }
     if database_status != "ok":
@@ -859,9 +894,24 @@ def register_routes(app):
     import monitoring  # GET /stats and GET /metrics, and the counters behind them
     import pages  # GET / and GET /monitor: the web pages (templates/, static/)
 
-    batch_scoring.init_app(app)
     monitoring.init_app(app)
     app.register_blueprint(pages.pages)
+    # Last, the routes a brief names (api.toml): none may take a route served above.
+    contract = app.config["MODEL"].contract
+    taken = {rule.rule.rstrip("/") or "/" for rule in app.url_map.iter_rules()}
+    try:
+        check_against_routes(contract, taken)
+    except ContractError as error:
+        raise StartupError(str(error)) from None
+    add_route(app, contract.predict_path, predict)
+    add_route(app, contract.update_path, update)
+    batch_scoring.init_app(app)  # POST /predict-batch, or [batch] path
+
+
+def add_route(app, path, view):
+    """A POST route served with and without the final slash, as briefs write it both ways."""
+    for rule in (path, path + "/"):
+        app.add_url_rule(rule, view.__name__, view, methods=["POST"])
 
 
 def connect_database(app):

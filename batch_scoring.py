@@ -20,22 +20,19 @@ items), 503 (the database is down: safe to send again, the ids make it idempoten
 
 import json
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import current_app, jsonify, request
 
 from app import (
     ApiError,
     PredictionRequest,
     StartupError,
-    parse_id,
+    add_route,
+    parse_prediction_request,
     read_json_body,
     score_and_store,
-    validate_observation,
 )
 
-batch_scoring = Blueprint("batch_scoring", __name__)
-
 MOST_OBSERVATIONS = 10_000
-SHAPE = 'Request body must be a JSON object {"observations": [{"id": ..., "observation": {...}}]}'
 
 
 def init_app(app):
@@ -49,10 +46,9 @@ def init_app(app):
             f"PREDICT_BATCH_MAX_OBSERVATIONS={app.config['PREDICT_BATCH_MAX_OBSERVATIONS']} "
             f"must be at most {MOST_OBSERVATIONS}."
         )
-    app.register_blueprint(batch_scoring)
+    add_route(app, app.config["MODEL"].contract.batch_path, predict_batch)
 
 
-@batch_scoring.post("/predict-batch")
 def predict_batch():
     model = current_app.config["MODEL"]
     items = read_items()
@@ -61,10 +57,10 @@ def predict_batch():
     # One predict_proba call and one transaction; a database error raises: 503, nothing stored.
     scored = iter(score_and_store(valid, model) if valid else [])
     results = []
-    for observation_id, outcome in parsed:
+    for item, (client_id, outcome) in zip(items, parsed, strict=True):
         if isinstance(outcome, PredictionRequest):
             outcome = next(scored)
-        results.append(to_result(observation_id, outcome, model))
+        results.append(to_result(client_id, outcome, model, item))
     return jsonify(results=results)
 
 
@@ -76,7 +72,8 @@ def read_items():
     _, payload = read_json_body()
     items = payload.get("observations")
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise ApiError(400, SHAPE)
+        shape = f'{{"observations": [{current_app.config["MODEL"].contract.body_example()}]}}'
+        raise ApiError(400, f"Request body must be a JSON object {shape}")
     most = current_app.config["PREDICT_BATCH_MAX_OBSERVATIONS"]
     if not items:
         raise ApiError(422, "observations is empty: send at least one")
@@ -88,27 +85,29 @@ def read_items():
 
 
 def parse_item(item, model):
-    """(its id or None, a PredictionRequest) for a valid item, (id or None, ApiError) if not."""
+    """(its id or None, a PredictionRequest) for a valid item, (id or None, ApiError) if not.
+
+    An item is what one /predict body would be; it is stored as that body's JSON, so that
+    a later /predict of the same id and observation is a retry.
+    """
     try:
-        observation_id = parse_id(item)
+        prediction_request = parse_prediction_request(json.dumps(item), item, model)
     except ApiError as error:
-        return None, error
-    try:
-        values = validate_observation(item.get("observation"), model)
-    except ApiError as error:
-        return observation_id, error
-    # Stored as the /predict body of this item would be, so that a later /predict of the
-    # same observation is a retry (app.same_observation reads its "observation").
-    body = json.dumps({"id": observation_id, "observation": item["observation"]})
-    return observation_id, PredictionRequest(observation_id, body, values)
+        return readable_id(item, model), error
+    return prediction_request.client_id, prediction_request
 
 
-def to_result(observation_id, outcome, model):
+def readable_id(item, model):
+    """The item's id when it can be read: a 422 for its observation still names it."""
+    try:
+        return model.contract.read_id(item)[1]
+    except ValueError:
+        return None
+
+
+def to_result(client_id, outcome, model, item):
+    """The item's answer, with its id under the contract's id field(s)."""
+    ids = model.contract.id_fields_of(client_id)
     if isinstance(outcome, ApiError):  # 409 carries the answer, as /predict's does
-        return {
-            "id": observation_id,
-            "status": outcome.status,
-            "error": outcome.message,
-            **outcome.extra,
-        }
-    return {"id": observation_id, "status": 200, **model.task.answer(outcome)}
+        return {**ids, "status": outcome.status, "error": outcome.message, **outcome.extra}
+    return {**ids, "status": 200, **model.contract.predict_answer(outcome, item, model.task)}

@@ -99,7 +99,7 @@ def upgrade_table(database, model, table):
     )
     changes = [f"added the column {table}.{name}" for name in missing]
     changes += [f"dropped NOT NULL on {table}.{name}" for name in nullable]
-    return changes + copy_legacy_labels(model, table)
+    return changes + copy_legacy_keys(model, table) + copy_legacy_labels(model, table)
 
 
 def check_sqlite_rebuild(database, table):
@@ -171,6 +171,23 @@ def copy_legacy_labels(model, table):
         return []
     copied = model.update(true_value=model.true_class.cast("TEXT")).where(pending).execute()
     return [f"copied {copied} labels from {table}.true_class to {table}.true_value"]
+
+
+def copy_legacy_keys(model, table):
+    """observation_key = the decimal text of observation_id, on rows stored without a key.
+
+    Releases before contracts (contract.py) knew integer ids only; the key of an integer id
+    is its decimal text, which is what CAST(... AS TEXT) writes.
+    """
+    if "observation_key" not in model._meta.fields:
+        return []
+    pending = model.observation_key.is_null() & model.observation_id.is_null(False)
+    if not model.select().where(pending).exists():
+        return []
+    copied = (
+        model.update(observation_key=model.observation_id.cast("TEXT")).where(pending).execute()
+    )
+    return [f"copied {copied} ids from {table}.observation_id to {table}.observation_key"]
 
 
 def is_read_only(error):

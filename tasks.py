@@ -2,7 +2,7 @@
 
     task = read_task(pipeline, model_dir, threshold=0.5, positive_class=None)
     outputs = task.predict(pipeline, frame)  # one dict per row, of JSON types
-    task.answer(outputs[0])                  # the tutorial's answer: {"proba": 0.76}
+    task.answer_sources  # its default answer: {"proba": "prediction.probability"}
 
 Three tasks, told apart by scikit-learn itself (`is_classifier`, `is_regressor`, `classes_`):
 
@@ -16,7 +16,7 @@ Three tasks, told apart by scikit-learn itself (`is_classifier`, `is_regressor`,
   named by targets.json. Answer: `{"prediction": 151.2}`, or
   `{"prediction": {"Weight": 178.1, "Waist": 35.2}}`.
 
-An output holds what an answer may quote (the next module, the HTTP contract, renames
+An output holds what an answer may quote (contract.py, the HTTP contract, renames
 them): `probability`, `decision`, `label`, `probabilities`, `value`, or the target names.
 Every number stays a Python float, bit for bit what the pipeline computed.
 """
@@ -127,7 +127,7 @@ class BinaryClassifier:
     name = "binary"
     truth_field = "true_class"  # what /update reads, and the stored row shows
     outputs = ("probability", "decision", "label")  # what an answer may quote
-    answer_keys = ("proba",)  # the keys of the default answer
+    answer_sources = {"proba": "prediction.probability"}  # the default answer (contract.py)
 
     def __init__(self, classes, threshold=None, positive_class=None):
         self.classes = classes
@@ -148,9 +148,6 @@ class BinaryClassifier:
         decision = probability >= (self.threshold if threshold is None else threshold)
         label = self.positive_class if decision else self.negative_class
         return {"probability": probability, "decision": decision, "label": label}
-
-    def answer(self, output):
-        return {"proba": output["probability"]}
 
     def columns(self, output):
         """What the row stores besides the output: the decision's rule in force."""
@@ -176,7 +173,7 @@ class MulticlassClassifier:
     name = "multiclass"
     truth_field = "true_class"
     outputs = ("label", "probabilities")
-    answer_keys = ("label", "probabilities")
+    answer_sources = {"label": "prediction.label", "probabilities": "prediction.probabilities"}
 
     def __init__(self, classes):
         self.classes = classes
@@ -189,9 +186,6 @@ class MulticlassClassifier:
             {"label": self.classes[k], "probabilities": dict(zip(self.keys, row, strict=True))}
             for k, row in zip(best, matrix.tolist(), strict=True)
         ]
-
-    def answer(self, output):
-        return {"label": output["label"], "probabilities": output["probabilities"]}
 
     def columns(self, output):
         return {}
@@ -211,12 +205,13 @@ class MulticlassClassifier:
 class Regressor:
     name = "regression"
     truth_field = "true_value"
-    answer_keys = ("prediction",)
 
     def __init__(self, targets, width):
         self.targets = targets  # the names of the outputs, or None for one unnamed number
         self.width = width  # numbers per row
         self.outputs = ("value", *(targets or ())) if width == 1 else tuple(targets)
+        # One number, or all of them as an object: {"prediction": {"Weight": .., "Waist": ..}}
+        self.answer_sources = {"prediction": "prediction.value" if width == 1 else "prediction"}
 
     def predict(self, pipeline, frame):
         numbers = np.asarray(pipeline.predict(frame), dtype=float).reshape(len(frame), -1)
@@ -225,11 +220,6 @@ class Regressor:
         if self.width == 1:
             return [dict.fromkeys(self.outputs, number) for number in numbers[:, 0].tolist()]
         return [dict(zip(self.targets, row, strict=True)) for row in numbers.tolist()]
-
-    def answer(self, output):
-        if self.width == 1:
-            return {"prediction": output["value"]}
-        return {"prediction": output}
 
     def columns(self, output):
         return {}

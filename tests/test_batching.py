@@ -208,7 +208,7 @@ def test_the_cap_must_be_positive():
 def request_for(model, observation_id, observation):
     body = json.dumps({"id": observation_id, "observation": observation})
     values = service.validate_observation(observation, model)
-    return service.PredictionRequest(observation_id, body, values)
+    return service.PredictionRequest(str(observation_id), observation_id, body, values)
 
 
 def one_row_answer(model, observation):

@@ -44,7 +44,9 @@ ADDED_COLUMNS = [name for name in NEW_COLUMNS if name not in OLD_COLUMNS]
 # What upgrade answers on a database of the released service (which labelled 14 rows).
 UPGRADE_OF_THE_RELEASE = [
     *(f"added the column prediction.{name}" for name in ADDED_COLUMNS),
+    "dropped NOT NULL on prediction.observation_id",
     "dropped NOT NULL on prediction.proba",
+    "copied 40 ids from prediction.observation_id to prediction.observation_key",
     "copied 14 labels from prediction.true_class to prediction.true_value",
 ]
 
@@ -200,6 +202,7 @@ def test_upgrade_keeps_every_row_the_released_service_stored(released_url, conne
     assert column_names(database) == OLD_COLUMNS + ADDED_COLUMNS
     assert old_rows(database) == before
     for row in NEW_MODEL.select():
+        assert row.observation_key == str(row.observation_id)  # the key of an integer id
         assert row.true_value == (
             json.dumps(labels[row.observation_id]) if row.true_class is not None else None
         )
@@ -209,11 +212,13 @@ def test_upgrade_keeps_every_row_the_released_service_stored(released_url, conne
     new = dict(
         observation="{}", prediction="3.5", model_version="v2", created_at=datetime(2030, 1, 1)
     )
-    stored = NEW_MODEL.create(observation_id=10**15, proba=None, **new)
+    stored = NEW_MODEL.create(observation_key=str(10**15), observation_id=None, proba=None, **new)
     assert NEW_MODEL.get_by_id(stored.id).proba is None
     assert stored.id > before[-1][0]
     with pytest.raises(peewee.IntegrityError), database.atomic():
-        NEW_MODEL.create(observation_id=IDS[0], **new)
+        NEW_MODEL.create(observation_key=str(10**16), observation_id=IDS[0], **new)
+    with pytest.raises(peewee.IntegrityError), database.atomic():
+        NEW_MODEL.create(observation_key=str(IDS[0]), observation_id=None, **new)
 
     assert migrations.upgrade(database, NEW_MODEL) == []
 
