@@ -263,6 +263,8 @@ def test_a_composite_key_is_one_identity(tmp_path, database_url):
     body = {"athlete": "a-1", "Chins": 5, "Situps": 162, "Jumps": 60}
     first = client.post("/forecast_measures", json=body)
     assert first.status_code == 200
+    shown = {"weight": 177.19539864686385, "waist": 35.23731315580857}  # README, section 15
+    assert same_answer(first.json, shown)
     assert client.post("/forecast_measures/", json=dict(body, Jumps=60.0)).json == first.json
     # Another athlete with the same Jumps, and the same athlete with other Jumps: new keys.
     assert client.post("/forecast_measures", json=dict(body, athlete="a-2")).status_code == 200
@@ -373,3 +375,9 @@ def test_the_settings_win_over_the_brief(tmp_path, database_url):
     assert (task.threshold, task.positive_class) == (0.9, True)
     assert service.load_model(folder).task.threshold == 0.1  # api.toml's
     assert joblib.load(folder / "pipeline.pickle").classes_.tolist() == [False, True]
+
+
+def test_the_readme_shows_the_contracts_served_here():
+    readme = (ROOT / "README.md").read_text()
+    assert ATHLETES_TOML.strip() in readme
+    assert (EXAMPLES / "stop_and_search" / "api.toml").read_text().strip() in readme
