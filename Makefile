@@ -57,11 +57,13 @@ smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
 score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=in.csv OUT=out.csv
 	$(BIN)/python batch_score.py "$(URL)" "$(IN)" "$(OUT)"
 
-bench: $(BIN)/.dev-installed ## Service vs one-row app, Titanic and regression (POSTGRES_URL=... adds PostgreSQL)
+bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a brief (POSTGRES_URL=... too)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/throughput.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 	$(BIN)/python benchmarks/throughput.py --model examples/diabetes \
+		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+	$(BIN)/python benchmarks/throughput.py --model examples/stop_and_search \
 		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 
 replay: $(BIN)/.dev-installed ## Send notebook 1's held-out passengers and outcomes to a server (URL=...)

@@ -1,4 +1,5 @@
--- wrk script for benchmarks/throughput.py: POST /predict with a new id per request.
+-- wrk script for benchmarks/throughput.py: POST a prediction with a new id per request.
+-- Arguments: the first id, the body with %ID% where the id goes, and the route.
 -- Each thread records the ids answered 200 (echoed in X-Request-ID) and the statuses;
 -- done() writes them to the file named by $WRK_REPORT.
 
@@ -14,15 +15,16 @@ function init(args)
   sent = 0
   answered = {}
   statuses = {}
-  observation = args[2]
+  template = args[2]
+  path = args[3] or "/predict"
 end
 
 function request()
   sent = sent + 1
   local id = first_id + sent
-  local body = string.format('{"id": %d, "observation": %s}', id, observation)
+  local body = template:gsub("%%ID%%", tostring(id))
   local headers = {["Content-Type"] = "application/json", ["X-Request-ID"] = tostring(id)}
-  return wrk.format("POST", "/predict", headers, body)
+  return wrk.format("POST", path, headers, body)
 end
 
 function response(status, headers, body)

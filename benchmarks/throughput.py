@@ -15,7 +15,9 @@ request, the rows stored per transaction (rows sharing a created_at: one batch),
 ratio of the two. It checks that every id answered 200 has its row; it exits 1 if not.
 
 `--model` serves another folder of artifacts (MODEL_DIR) in both servers: the Titanic model
-at the root by default, or one of the examples, each sent an observation of its own.
+at the root by default, or one of the examples, each sent an observation of its own, in the
+shape of its contract (api.toml): examples/stop_and_search is the stop-and-search brief, a
+flat body with a string id at POST /should_search/, answered {"outcome": true}.
 """
 
 import argparse
@@ -45,6 +47,12 @@ OBSERVATIONS = {
     "examples/diabetes": {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1": 157.0,
                           "s2": 93.2, "s3": 38.0, "s4": 4.0, "s5": 4.8598, "s6": 87.0},
     "examples/linnerud": {"Chins": 5, "Situps": 162, "Jumps": 60},
+    "examples/stop_and_search": {
+        "Type": "Person and Vehicle search", "Date": "2022-10-21T12:26:00+01:00",
+        "Part of a policing operation": False, "Latitude": 50.787215, "Longitude": -3.277162,
+        "Gender": "Male", "Age range": "18-24", "Officer-defined ethnicity": "White",
+        "Legislation": "Misuse of Drugs Act 1971 (section 23)",
+        "Object of search": "Controlled drugs", "station": "devon-and-cornwall"},
     "examples/wine": {"alcohol": 14.23, "malic_acid": 1.71, "ash": 2.43,
                       "alcalinity_of_ash": 15.6, "magnesium": 127.0, "total_phenols": 2.8,
                       "flavanoids": 3.06, "nonflavanoid_phenols": 0.28, "proanthocyanins": 2.29,
@@ -52,6 +60,22 @@ OBSERVATIONS = {
                       "od280/od315_of_diluted_wines": 3.92, "proline": 1065.0},
 }  # fmt: skip
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def request_shape(model):
+    """(the body with %ID% where the id goes, the route), as the model's contract says."""
+    sys.path.insert(0, str(ROOT))
+    import contract  # noqa: PLC0415 (the benchmark reads the same api.toml as the service)
+
+    tables = contract.read_contract_file(ROOT / model)
+    predict = tables.get("predict", {})
+    path = predict.get("path", "/predict")
+    id_field, flat = predict.get("id", "id"), predict.get("observation", "observation") == ""
+    id_value = '"%ID%"' if predict.get("id_type") == "string" else "%ID%"
+    features = json.dumps(OBSERVATIONS[model])
+    if flat:
+        return f'{{"{id_field}": {id_value}, {features[1:]}', path
+    return f'{{"{id_field}": {id_value}, "observation": {features}}}', path
 
 
 class Server:
@@ -119,14 +143,14 @@ def children(pid):
     return found
 
 
-def run_wrk(server, connections, seconds, first_id, observation):
+def run_wrk(server, connections, seconds, first_id, shape):
     """One wrk run; returns its figures, and checks the answered ids against the table."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
         cpu_before = server.cpu_seconds()
         subprocess.run(
             ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s",
              "--timeout", "30s", "-s", str(HERE / "predict.lua"),
-             f"http://127.0.0.1:{server.port}", "--", str(first_id), json.dumps(observation)],
+             f"http://127.0.0.1:{server.port}", "--", str(first_id), *shape],
             check=True, capture_output=True, env={**os.environ, "WRK_REPORT": report.name},
         )  # fmt: skip
         cpu = server.cpu_seconds() - cpu_before
@@ -149,15 +173,21 @@ def run_wrk(server, connections, seconds, first_id, observation):
 
 
 def stored_rows(server, first_id):
-    """The ids stored by one run (ids from first_id on), and how many transactions."""
+    """The ids stored by one run (ids from first_id on), and how many transactions.
+
+    The service keys a row by the id's JSON text ('123', or '"123"' for a string id); the
+    one-row app stores the id as text.
+    """
+    key = "observation_id" if server.table == "one_row_prediction" else "observation_key"
     with connect(server.database_url) as database:
-        sql = f"SELECT observation_id, created_at FROM {server.table} WHERE observation_id > "
-        rows = database.execute_sql(sql + database.param, (first_id,)).fetchall()
-    return {row[0] for row in rows}, len({row[1] for row in rows})
+        rows = database.execute_sql(f"SELECT {key}, created_at FROM {server.table}").fetchall()
+    ids = [(int(json.loads(row[0]) if row[0].startswith('"') else row[0]), row[1]) for row in rows]
+    ours = [(number, created) for number, created in ids if number > first_id]
+    return {number for number, _ in ours}, len({created for _, created in ours})
 
 
 def measure(database_name, service_url, baseline_url, options, first_id):
-    model, observation = options.model, OBSERVATIONS[options.model]
+    model, shape = options.model, request_shape(options.model)
     servers = [
         Server("service", service_url, False, model),
         Server("one-row", baseline_url, True, model),
@@ -165,14 +195,14 @@ def measure(database_name, service_url, baseline_url, options, first_id):
     table = []
     try:
         for server in servers:  # warm up: connections, caches, lazy imports
-            run_wrk(server, 4, 2, first_id, observation)
+            run_wrk(server, 4, 2, first_id, shape)
             first_id += 10**11
         for connections in options.connections:
             runs = {server.name: [] for server in servers}
             for _ in range(options.rounds):
                 for server in servers:
                     runs[server.name].append(
-                        run_wrk(server, connections, options.seconds, first_id, observation)
+                        run_wrk(server, connections, options.seconds, first_id, shape)
                     )
                     first_id += 10**11
             table.append((connections, runs))
