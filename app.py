@@ -1,33 +1,36 @@
 """A scikit-learn model behind an HTTP API.
 
-Read this file top to bottom: it is the whole service, in the order a request meets it.
+Read this file top to bottom: it is the service, in the order a request meets it. The
+steps of one request (parse, validate, predict, store, answer) are in serving.py, which
+every route and every capability shares; this file sets them up and routes to them.
 
 1. Settings come from environment variables, with defaults that work on a laptop.
 2. At start-up the three artifacts written by notebook 1 are loaded and checked:
    `pipeline.pickle` (the fitted pipeline), `columns.json` (the feature names, in order)
-   and `dtypes.pickle` (the training dtypes). A mismatch stops the service right away,
-   with one sentence that says what to fix, instead of failing on the first request.
-3. Every prediction is stored in a `Prediction` table (SQLite locally, PostgreSQL in
-   production) so that the true outcome can be attached later with `/update`.
-4. A request goes through small named steps: parse the JSON body, validate the
-   observation against the training dtypes, predict, store, format the answer.
+   and `dtypes.pickle` (the training dtypes); then what the model does (tasks.py) and the
+   HTTP contract it is served with (api.toml, contract.py). A mismatch stops the service
+   right away, with one sentence that says what to fix, instead of failing later.
+3. The database: every prediction is stored in the `Prediction` table (serving.py), so that
+   the true outcome can be attached later with /update; the table is created, or upgraded
+   in place from an earlier release (migrations.py).
+4-7. A request goes through small named steps (serving.py): parse the JSON body, validate
+   the observation against the training dtypes, predict, store, format the answer.
    Requests in flight at the same time are predicted and stored together: /predict hands
    its request to a micro-batcher (batching.py), which runs score_and_store on them all.
-
-Routes here: POST /predict, POST /update, GET /health, GET /list-db-contents (admin only),
-GET /openapi.yaml. Each other capability has its own module, registered in create_app:
-POST /predict-batch (batch_scoring.py), GET /stats and GET /metrics (monitoring.py), and
-the web pages GET / and GET /monitor (pages.py). Every error of the API is JSON:
-{"error": "<what is wrong>"}.
+8. Routes: POST /predict, POST /update (or the brief's own routes, from api.toml), GET
+   /health, GET /list-db-contents (admin only), GET /openapi.yaml.
+9. Errors: every error of the API is JSON, {"error": "<what is wrong>"}.
+10. The factory, create_app, registers each other capability, a module of its own that
+   takes its steps from serving.py (never from this file): POST /predict-batch
+   (predict_batch.py), GET /stats and GET /metrics (monitoring.py), and the web pages GET
+   / and GET /monitor (pages.py).
 
 Run it with `gunicorn app:app` (see gunicorn.conf.py) or `python app.py`.
 """
 
 import hashlib
-import hmac
 import json
 import logging
-import math
 import os
 import pickle
 import platform
@@ -36,7 +39,6 @@ import sys
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -48,29 +50,44 @@ import pandas as pd
 import peewee
 import psycopg2.extensions
 import sklearn
-from blinker import Namespace
 from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
 from gevent import monkey
-from peewee import (
-    BigAutoField,
-    BigIntegerField,
-    DatabaseProxy,
-    DateTimeField,
-    DoubleField,
-    IntegerField,
-    Model,
-    TextField,
-)
 from playhouse.db_url import connect
-from playhouse.pool import MaxConnectionsExceeded
 from sklearn.exceptions import InconsistentVersionWarning
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 import migrations
+import monitoring
+import pages
+import predict_batch
 from batching import BatchAbandoned, BatchTimeout, MicroBatcher
 from contract import ContractError, build_contract, check_against_routes, read_contract_file
+from serving import (
+    DATABASE_ERRORS,
+    ApiError,
+    Prediction,
+    PredictionRequest,  # noqa: F401 (reached as app.X by tests and monitoring.py)
+    StartupError,
+    add_route,
+    batch_scored,
+    database,
+    database_unavailable,
+    discard_connections,
+    in_transaction,
+    parse_id,
+    parse_prediction_request,
+    parse_truth,
+    predict_outputs,  # noqa: F401
+    prediction_to_dict,
+    predictions_answered,  # noqa: F401
+    query_integer,
+    read_json_body,
+    require_admin,
+    score_and_store,
+    stored_output,
+    validate_observation,  # noqa: F401
+)
 from tasks import TaskError, read_task
-from values import is_missing, json_type, parse_integer, parse_number
 
 APP_DIR = Path(__file__).resolve().parent
 # Reported by /health: a pickle only predicts right under the versions it was made with.
@@ -83,12 +100,6 @@ LIBRARY_VERSIONS = {
     "peewee": peewee.__version__,
 }
 log = logging.getLogger("app")
-
-# What other modules may listen to (monitoring.py counts them), without app.py knowing them.
-signals = Namespace()
-predictions_answered = signals.signal("predictions-answered")  # outcomes=[output or ApiError]
-batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
-database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
 
 # ---------------------------------------------------------------------------------------
 # 1. Settings
@@ -108,7 +119,7 @@ def settings_from_environment():
         # class POSITIVE_CLASS. Unset: 0.5, and the greater of the two labels (1, true).
         "THRESHOLD": number_from_environment("THRESHOLD", None, float),
         "POSITIVE_CLASS": os.environ.get("POSITIVE_CLASS") or None,
-        # POST /predict-batch (batch_scoring.py): larger bodies than /predict's.
+        # POST /predict-batch (predict_batch.py): larger bodies than /predict's.
         "PREDICT_BATCH_MAX_BYTES": number_from_environment(
             "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
         ),
@@ -131,10 +142,6 @@ def number_from_environment(name, default, convert):
 # ---------------------------------------------------------------------------------------
 # 2. Load and check the artifacts
 # ---------------------------------------------------------------------------------------
-
-
-class StartupError(Exception):
-    """Something that must be fixed before the service can start."""
 
 
 @dataclass
@@ -271,42 +278,6 @@ def column_kind(column, dtype):
 # 3. The database
 # ---------------------------------------------------------------------------------------
 
-# The real database is chosen at start-up (create_app); the proxy lets the model be
-# declared before that.
-database = DatabaseProxy()
-
-
-class Prediction(Model):
-    """One answered request. JSON columns hold values of any JSON type (labels, numbers).
-
-    Rows stored before the upgrade to any task (migrations.py) have no model_version,
-    prediction, threshold or positive_class: their model is "unknown".
-    """
-
-    id = BigAutoField()
-    # The client's id: the key of the row, as text (contract.py: '42', '"abc"', '["a", 3]'),
-    # and an integer id as such too (64-bit), as releases before contracts stored it.
-    observation_key = TextField(unique=True, null=True)
-    observation_id = BigIntegerField(unique=True, null=True)
-    observation = TextField()  # the raw request body, exactly as received
-    model_version = TextField(null=True)  # which model answered (LoadedModel.version)
-    prediction = TextField(null=True)  # JSON: what the model produced (tasks.py)
-    # Binary classifiers: P(positive class), in double precision (PostgreSQL's FloatField
-    # would round it), and the rule of the decision in force when it was answered.
-    proba = DoubleField(null=True)
-    threshold = DoubleField(null=True)
-    positive_class = TextField(null=True)  # JSON
-    true_value = TextField(null=True)  # JSON: the true label or number(s), from /update
-    true_class = IntegerField(null=True)  # written by releases before any task; kept as is
-    created_at = DateTimeField()  # UTC
-
-    class Meta:
-        database = database
-
-
-# Errors that mean "the database cannot be reached or is too busy right now": 503.
-DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
-
 
 def open_database(url, timeout):
     """Connect peewee to DATABASE_URL: sqlite:///file.db, postgres:// or postgresql://.
@@ -357,331 +328,10 @@ def create_or_upgrade_table():
         log.info("database upgraded: %s", change)
 
 
-def in_transaction(work):
-    """Run work() in one transaction and return its result.
-
-    A pooled PostgreSQL connection dies when the server restarts, and the first query on
-    it fails. So on a connection error the work runs once more on a fresh connection. That
-    is safe because every write here is idempotent (insert-if-absent, set a value).
-    """
-    try:
-        with database.atomic():
-            return work()
-    except DATABASE_ERRORS:
-        discard_connections()
-        with database.atomic():
-            return work()
-
-
-def discard_connections():
-    """Close this thread's connection and the pool's idle ones: they may all be dead."""
-    database.close_idle()
-    if not database.is_closed():
-        database.manual_close()
-
-
 # ---------------------------------------------------------------------------------------
-# 4. Parse and validate the request
+# 4-7. Parse and validate, predict, store, answer: the steps of serving.py, shared by every
+#      route (score_and_store for /predict, through the micro-batcher; see below)
 # ---------------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """A request the service must refuse; becomes {"error": message} with the status."""
-
-    def __init__(self, status, message, **extra):
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
-
-
-def read_body(limit):
-    """The body's bytes, or 413 past `limit` without reading the rest of it.
-
-    A declared Content-Length over the limit is refused before anything is read; a chunked
-    body declares none, so it is read up to one byte past the limit, at most.
-    """
-    chunks, size = [], 0
-    while size <= limit:
-        chunk = request.stream.read(limit + 1 - size)  # may return less: read until the end
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        raise RequestEntityTooLarge()
-    return b"".join(chunks)
-
-
-def read_json_body():
-    """The body as (raw text, parsed object), whatever Content-Type the client sent.
-
-    Its size limit is MAX_CONTENT_LENGTH, unless the route set request.max_content_length.
-    """
-    raw = read_body(request.max_content_length)
-    try:
-        text = raw.decode("utf-8")
-        # Python's json reads NaN (which pandas and json.dumps write) as float("nan").
-        payload = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise ApiError(400, f"Request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "Request body must be a JSON object")
-    return text, payload
-
-
-def validate_value(value, name, kind, dtype):
-    """One observation field, as the pipeline saw it in training (missing -> NaN)."""
-    if is_missing(value):
-        if kind in ("integer", "boolean"):
-            raise ValueError(f"{name} is required: it cannot be missing, null or NaN")
-        return math.nan  # never None: encoders would take None for an unseen category
-    if kind == "integer":
-        info = np.iinfo(dtype)
-        return parse_integer(value, name, int(info.min), int(info.max))
-    if kind == "float":
-        return parse_number(value, name, largest=float(np.finfo(dtype).max))
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {json_type(value)}")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {json_type(value)}")
-    return value
-
-
-def validate_observation(observation, model):
-    """The observation's values in column order, or a 422 that names every bad field.
-
-    `observation` is the object of features: the body's "observation", or under a brief's
-    contract another field or the body itself; errors name the fields as the brief does.
-    """
-    if not isinstance(observation, dict):
-        raise ApiError(422, model.contract.shape())
-    values, problems = [], []
-    for column in model.columns:  # extra keys are ignored: the model does not use them
-        try:
-            values.append(
-                validate_value(
-                    observation.get(column),
-                    model.contract.field_name(column),
-                    model.kinds[column],
-                    model.dtypes[column],
-                )
-            )
-        except ValueError as problem:
-            problems.append(str(problem))
-    if problems:
-        raise ApiError(422, "; ".join(problems))
-    return values
-
-
-def parse_id(payload, model):
-    """(key, id): the row's key and the client's id (an integer, a string, or several)."""
-    try:
-        return model.contract.read_id(payload)
-    except ValueError as problem:
-        raise ApiError(422, str(problem)) from None
-
-
-def parse_truth(payload, model):
-    """The true value sent to /update, in the task's type: a class, a number, or numbers."""
-    try:
-        return model.contract.truth_of(payload, model.task)
-    except ValueError as problem:
-        raise ApiError(422, str(problem)) from None
-
-
-def parse_prediction_request(body, payload, model):
-    """A /predict body -> the PredictionRequest to score: its key, id and valid values."""
-    key, client_id = parse_id(payload, model)
-    values = validate_observation(model.contract.observation_of(payload), model)
-    return PredictionRequest(key, client_id, body, values)
-
-
-# ---------------------------------------------------------------------------------------
-# 5. Predict: a list of validated observations -> what the model says of each
-# ---------------------------------------------------------------------------------------
-
-
-def predict_outputs(rows, model):
-    """Score several observations in one call (its fixed cost is ~9 ms): an output each.
-
-    An output is a dict of JSON values (tasks.py): for a binary classifier the probability
-    of the positive class, the decision and the label; for a regressor the number(s).
-    """
-    frame = pd.DataFrame(rows, columns=model.columns).astype(model.dtypes)
-    try:
-        return model.task.predict(model.pipeline, frame)
-    except ValueError as error:  # e.g. a category the pipeline refuses
-        raise ApiError(422, f"The model cannot score this observation: {error}") from None
-
-
-def score_each(rows, model):
-    """An output or an ApiError per row: one call for all, row by row if it fails.
-
-    The model refuses a whole frame when one row is bad; scoring that batch again one row
-    at a time gives every good row its answer and the bad one its 422.
-    """
-    try:
-        return predict_outputs(rows, model)
-    except ApiError as error:
-        if len(rows) == 1:
-            return [error]
-    outcomes = []
-    for row in rows:
-        try:
-            outcomes.append(predict_outputs([row], model)[0])
-        except ApiError as error:
-            outcomes.append(error)
-    return outcomes
-
-
-# ---------------------------------------------------------------------------------------
-# 6. Store: several rows in one transaction
-# ---------------------------------------------------------------------------------------
-
-
-def save_predictions(rows):
-    """Insert rows whose key is new; return the stored row for every key.
-
-    A key that is already stored is left untouched (a retry, or a conflict the caller
-    reports), and the insert never fails on it, even when two servers race.
-    """
-    keys = [row["observation_key"] for row in rows]
-
-    def insert_then_read():
-        Prediction.insert_many(rows).on_conflict_ignore().execute()
-        stored = Prediction.select().where(Prediction.observation_key.in_(keys))
-        return {prediction.observation_key: prediction for prediction in stored}
-
-    return in_transaction(insert_then_read)
-
-
-def same_observation(stored_body, values, model):
-    """Whether a stored request carried the same observation (after validation)."""
-    try:
-        stored_payload = json.loads(stored_body)
-        stored_values = validate_observation(model.contract.observation_of(stored_payload), model)
-    except (ValueError, KeyError, TypeError, AttributeError, ApiError):
-        return False
-    # json.dumps writes NaN as NaN, so two missing values compare equal here.
-    return json.dumps(stored_values) == json.dumps(values)
-
-
-@dataclass
-class PredictionRequest:
-    """One validated request to score and store: what /predict and /predict-batch send."""
-
-    key: str  # what the row is stored under (contract.py): '42', '"abc"', '["a", 3]'
-    client_id: object  # the id as the client sent it: 42, "abc", {"sku": "a", "week": 3}
-    body: str  # the text stored with the row: the request as the client sent it
-    values: list  # the observation, validated, in column order
-
-
-def score_and_store(requests, model):
-    """Score requests together and store them in one transaction (group commit).
-
-    Returns, in order, the output to answer (a dict, see tasks.py) or the ApiError to
-    raise for each request: exactly what /predict answers when they come one at a time. A
-    database error raises and stores nothing: every request of the batch gets its 503.
-    """
-    scored = score_each([r.values for r in requests], model)
-    now = utc_now()
-    new_rows = [
-        new_row(r, output, model, now)
-        for r, output in zip(requests, scored, strict=True)
-        if not isinstance(output, ApiError)
-    ]
-    stored = save_predictions(new_rows) if new_rows else {}
-    outcomes = []
-    for request_, output in zip(requests, scored, strict=True):
-        if isinstance(output, ApiError):
-            outcomes.append(output)
-            continue
-        row = stored[request_.key]
-        answered = stored_output(row, model)
-        if answered is not None and (
-            row.observation == request_.body
-            or same_observation(row.observation, request_.values, model)
-        ):
-            outcomes.append(answered)  # a new row, or a client retrying: the same answer
-        else:
-            outcomes.append(conflict(request_.key, output, model))
-    predictions_answered.send(model, outcomes=outcomes)
-    return outcomes
-
-
-def new_row(request_, output, model, now):
-    """The columns of a new row: the request, what the model said, and which model said it."""
-    client_id = request_.client_id
-    return {
-        "observation_key": request_.key,
-        "observation_id": client_id if isinstance(client_id, int) else None,
-        "observation": request_.body,
-        "model_version": model.version,
-        "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
-        "created_at": now,
-        **model.task.columns(output),  # a binary classifier's proba, threshold, positive class
-    }
-
-
-def stored_output(row, model):
-    """The output a stored row was answered with, or None if this task cannot answer it.
-
-    A row stored before the upgrade has only its proba (a binary classifier's); a row from
-    a model of another task (swapped since) lacks this task's outputs: the id is taken.
-    """
-    if row.prediction is not None:
-        output = json.loads(row.prediction)
-        return output if all(key in output for key in model.task.outputs) else None
-    if row.proba is not None and model.task.name == "binary":
-        return model.task.output(row.proba)
-    return None
-
-
-def conflict(key, output, model):
-    return ApiError(
-        409,
-        f"Observation ID {key} already exists with a different observation; send it with a new id",
-        # What this observation would have been answered (the contract's answer may quote
-        # the request: the 409 has only the model's part of it).
-        **model.contract.predict_answer(output, {}, model.task),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# 7. Format the answer
-# ---------------------------------------------------------------------------------------
-
-
-def prediction_to_dict(prediction, model):
-    """A stored row as JSON; the true value under the name /update takes (true_class...)."""
-    return {
-        "id": prediction.id,
-        "observation_id": model.contract.client_id(prediction.observation_key),
-        "observation": prediction.observation,
-        "model_version": prediction.model_version,  # null: stored before the upgrade
-        "prediction": from_json(prediction.prediction),
-        "proba": prediction.proba,
-        "threshold": prediction.threshold,
-        "positive_class": from_json(prediction.positive_class),
-        model.task.truth_field: true_value(prediction),
-        "created_at": prediction.created_at.isoformat() + "Z",
-    }
-
-
-def from_json(text):
-    return None if text is None else json.loads(text)
-
-
-def true_value(prediction):
-    """The true value from /update; rows labelled before the upgrade have only true_class."""
-    if prediction.true_value is not None:
-        return json.loads(prediction.true_value)
-    return prediction.true_class
-
-
-def utc_now():
-    return datetime.now(UTC).replace(tzinfo=None)  # stored naive, always UTC
 
 
 # ---------------------------------------------------------------------------------------
@@ -763,29 +413,6 @@ def list_db_contents():
     rows = in_transaction(lambda: [prediction_to_dict(p, model) for p in query])
     next_before_id = rows[-1]["id"] if len(rows) == limit else None
     return jsonify(predictions=rows, next_before_id=next_before_id)
-
-
-def require_admin():
-    """A 404, as if the route did not exist, unless the request carries the admin token.
-
-    The admin routes show personal data (the stored observations): without ADMIN_TOKEN
-    set they are off. The token is compared in constant time.
-    """
-    token = current_app.config["ADMIN_TOKEN"]
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
-        raise ApiError(404, f"Not found: {request.path}")
-
-
-def query_integer(name, default, low=-(2**63), high=2**63 - 1):
-    """An integer from the query string (?name=...), or a 422 naming it."""
-    text = request.args.get(name)
-    if text is None:
-        return default
-    try:
-        return parse_integer(int(text), name, low, high)
-    except ValueError:
-        raise ApiError(422, f"{name} must be an integer from {low} to {high}") from None
 
 
 @api.get("/openapi.yaml")
@@ -885,17 +512,10 @@ def create_app(settings=None):
 
 
 def register_routes(app):
-    """This file's routes, then each capability's own module (they import from app.py)."""
+    """This file's routes, then each capability's own module (each imports serving.py)."""
     app.register_blueprint(api)
-    # `python app.py` runs this file as __main__: let `from app import ...` find it there
-    # rather than load a second copy of it.
-    sys.modules.setdefault("app", sys.modules[__name__])
-    import batch_scoring  # POST /predict-batch
-    import monitoring  # GET /stats and GET /metrics, and the counters behind them
-    import pages  # GET / and GET /monitor: the web pages (templates/, static/)
-
-    monitoring.init_app(app)
-    app.register_blueprint(pages.pages)
+    monitoring.init_app(app)  # GET /stats and GET /metrics, and the counters behind them
+    app.register_blueprint(pages.pages)  # GET / and GET /monitor (templates/, static/)
     # Last, the routes a brief names (api.toml): none may take a route served above.
     contract = app.config["MODEL"].contract
     taken = {rule.rule.rstrip("/") or "/" for rule in app.url_map.iter_rules()}
@@ -905,13 +525,7 @@ def register_routes(app):
         raise StartupError(str(error)) from None
     add_route(app, contract.predict_path, predict)
     add_route(app, contract.update_path, update)
-    batch_scoring.init_app(app)  # POST /predict-batch, or [batch] path
-
-
-def add_route(app, path, view):
-    """A POST route served with and without the final slash, as briefs write it both ways."""
-    for rule in (path, path + "/"):
-        app.add_url_rule(rule, view.__name__, view, methods=["POST"])
+    predict_batch.init_app(app)  # POST /predict-batch, or [batch] path
 
 
 def connect_database(app):

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from conftest import EXAMPLE, free_port, service
 
+import serving
+
 PREDICTION_KEYS = {
     "id",
     "observation_id",
@@ -362,7 +364,7 @@ def test_an_unexpected_error_is_500_with_a_request_id_and_writes_nothing(
     def broken(rows, model):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(service, "predict_outputs", broken)
+    monkeypatch.setattr(serving, "predict_outputs", broken)
     response = client.post(
         "/predict", json={"id": 1, "observation": example}, headers={"X-Request-ID": "abc123"}
     )

@@ -18,7 +18,8 @@ from reliability_helpers import (
 )
 from test_smoke_check import TASK_EXAMPLES
 
-import batch_scoring
+import predict_batch
+import serving
 
 OTHER = dict(EXAMPLE, Pclass=3, Sex="male", Fare=7.25)  # another passenger
 
@@ -164,7 +165,7 @@ def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, cli
         transactions.append(work)
         return real_in_transaction(work)
 
-    monkeypatch.setattr(service, "in_transaction", counted)
+    monkeypatch.setattr(serving, "in_transaction", counted)
     items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(50, 4))]
     items[7:7] = [{"id": "x"}, {"id": 99, "observation": {"Pclass": None}}]
     results = post_batch(client, items).json["results"]
@@ -177,7 +178,7 @@ def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, cli
 
 
 def test_the_batch_uses_the_scoring_and_storing_function_of_predict():
-    assert batch_scoring.score_and_store is service.score_and_store
+    assert predict_batch.score_and_store is service.score_and_store
 
 
 # --- The whole request refused ------------------------------------------------------------

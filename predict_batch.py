@@ -22,7 +22,7 @@ import json
 
 from flask import current_app, jsonify, request
 
-from app import (
+from serving import (
     ApiError,
     PredictionRequest,
     StartupError,
