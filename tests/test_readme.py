@@ -25,7 +25,8 @@ edit the README):
   and sent with urllib.
 * Every ```python block names, on its first line, the file it shows: `# tutorial/<file>.py`
   (the block is the whole file, byte for byte: tests/test_tutorial.py) or
-  `# app.py (excerpt)` (the rest of the block is a verbatim part of app.py).
+  `# app.py (excerpt)` or `# serving.py (excerpt)` (the rest of the block is a verbatim
+  part of that file).
 """
 
 import json

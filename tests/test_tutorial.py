@@ -1,10 +1,14 @@
 """The tutorial of the README (section 3): its Python blocks are the files of tutorial/,
 byte for byte, and each step, started as the README says, answers what the README shows.
 
+Step 3 serves the artifacts beside tutorial/, one folder up: the steps run in a copy that
+holds the tutorial's model (examples/titanic), whatever model sits at the repository root.
+
 The conventions of the README's blocks are described in tests/test_readme.py.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, TITANIC, free_port
 from test_readme import README, check_examples, parse_readme, read_blocks
 
 STEPS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tutorial").glob("step*.py"))
@@ -36,8 +40,9 @@ def test_every_python_block_is_the_file_it_names():
     for block in python_blocks():
         first_line, _, rest = block.text.partition("\n")
         where = f"README.md line {block.line}"
-        if first_line == "# app.py (excerpt)":
-            assert rest in (ROOT / "app.py").read_text(), f"{where}: not a part of app.py"
+        if first_line in ("# app.py (excerpt)", "# serving.py (excerpt)"):
+            module = first_line.split()[1]
+            assert rest in (ROOT / module).read_text(), f"{where}: not a part of {module}"
             continue
         name = first_line.removeprefix("# ")
         assert name in STEPS, f"{where}: a Python block must start with '# tutorial/<file>.py'"
@@ -52,15 +57,15 @@ def test_each_file_names_itself_on_its_first_line():
 
 
 class TutorialServer:
-    """`python tutorial/stepN.py`, as the README runs it, on a free port."""
+    """`python tutorial/stepN.py`, as the README runs it, on a free port, from `cwd`."""
 
-    def __init__(self, step):
+    def __init__(self, step, cwd=ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="tutorial-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, step],
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, "PORT": str(self.port)},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -92,12 +97,23 @@ class TutorialServer:
         self.log.close()
 
 
+@pytest.fixture(scope="module")
+def tutorial_copy(tmp_path_factory):
+    """tutorial/ and custom_transformers/ beside the tutorial's artifacts, as in the lesson."""
+    folder = tmp_path_factory.mktemp("tutorial")
+    for name in ("tutorial", "custom_transformers"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__py*"))
+    for name in ("pipeline.pickle", "columns.json", "dtypes.pickle"):
+        shutil.copy(TITANIC / name, folder / name)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
-def test_each_step_answers_what_the_readme_shows(step):
+def test_each_step_answers_what_the_readme_shows(step, tutorial_copy):
     examples = [e for e in parse_readme().examples if e.server == ("tutorial", step)]
     assert examples, f"the README shows no request for {step}"
-    server = TutorialServer(step)
+    server = TutorialServer(step, cwd=tutorial_copy)
     try:
         server.wait_until_listening()
         failures = check_examples(examples, server.url)
