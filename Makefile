@@ -12,7 +12,7 @@ TEST_PROCESSES ?= auto
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test lint format notebooks examples smoke score bench clean replay bench-stats screenshots
+.PHONY: help run test test-template lint format notebooks examples smoke score bench clean replay bench-stats screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,7 +34,11 @@ run: $(BIN)/.prod-installed ## Install and serve on SQLite at http://localhost:5
 test: $(BIN)/.dev-installed ## Install the dev tools, lint, run every test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=10
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=10 -m "not template"
+
+# The template's promise, checked: another model and api.toml in a fresh clone, make test there.
+test-template: $(BIN)/.dev-installed ## Swap another model into a clone of HEAD, run make test there
+	$(BIN)/python -m pytest -m template -s tests/test_template_swap.py
 
 lint: $(BIN)/.dev-installed ## ruff check and ruff format --check
 	$(BIN)/ruff check .

@@ -1,5 +1,10 @@
 """Shared fixtures: an app on a fresh database, and a real gunicorn server.
 
+The template's own tests run on the tutorial's model, examples/titanic (TITANIC), whatever
+sits at the repository root: the root holds the student's model, checked by
+tests/test_your_model.py. MODEL_DIR points every app these tests build, and every
+LiveServer (it inherits os.environ), at TITANIC unless a test names another folder.
+
 Every test that takes `database_url` runs on SQLite, and again on PostgreSQL when
 TEST_DATABASE_URL is set (for example postgresql://postgres@127.0.0.1:5432/test). Under
 pytest-xdist (`pytest -n 2`), each worker process uses a database of its own next to that
@@ -19,11 +24,17 @@ from playhouse.db_url import connect
 
 sys.path.insert(0, str(ROOT))
 
+# The tutorial's model: the README's examples, the notebooks and these tests speak of it.
+TITANIC = ROOT / "examples" / "titanic"
+
 # `import app` builds the module-level app with the default settings; point its
 # database at a throwaway file so that tests never write predictions.db in the repo.
 os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/import.db"
-os.environ.pop("MODEL_DIR", None)
-os.environ.pop("ADMIN_TOKEN", None)
+os.environ["MODEL_DIR"] = str(TITANIC)
+# Settings a student's .env may hold for their own model (the Makefile exports it): the
+# tests set them where they test them.
+for name in ("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS"):
+    os.environ.pop(name, None)
 
 import app as service  # noqa: E402
 from smoke_check import DEFAULT_OBSERVATION  # noqa: E402

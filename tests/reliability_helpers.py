@@ -34,7 +34,7 @@ import psycopg2
 import requests
 import schemathesis
 import yaml
-from conftest import ROOT, free_port, probabilities, same_probability, service
+from conftest import ROOT, TITANIC, free_port, probabilities, same_probability, service
 from live_server import child_pids
 from playhouse.db_url import connect
 
@@ -262,10 +262,10 @@ _model = None
 
 
 def shipped_model():
-    """The artifacts at the repository root, loaded by the service's own loader (once)."""
+    """The tutorial's model (examples/titanic), loaded by the service's own loader (once)."""
     global _model
     if _model is None:
-        _model = service.load_model(ROOT)
+        _model = service.load_model(TITANIC)
     return _model
 
 

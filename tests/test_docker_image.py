@@ -5,6 +5,11 @@ into a fresh virtual environment (Python 3.12 like the image, when this machine 
 runs the Dockerfile's exact CMD with $PORT set, and calls the service. (It runs as the
 current user: this machine's Pythons live in root's home, out of reach of another user;
 the USER line of the Dockerfile is checked instead.)
+
+The image holds the model at the root, whatever it is: what Railway deploys. So the image is
+checked against that model (tests/test_your_model.py reads it): /health reports its version
+and its contract, and one observation drawn from its training profile, sent through that
+contract, is answered.
 """
 
 import json
@@ -18,7 +23,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import EXAMPLE, ROOT, free_port
+from conftest import ROOT, free_port
+from test_your_model import (
+    CONTRACT,
+    MODEL,
+    OBSERVATIONS,
+    TASK,
+    check_answer,
+    new_ids,
+    request_body,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +106,23 @@ def test_the_build_context_holds_what_the_service_needs_and_nothing_else():
     assert not [name for name in context if "__pycache__" in name or name.endswith(".db")]
 
 
+def test_the_build_context_holds_every_file_of_the_model_at_the_root():
+    """Its optional files too: without api.toml the image would serve another contract."""
+    context = build_context()
+    present = [name for name in MODEL_FILES if (ROOT / name).is_file()]
+    assert [name for name in present if name not in context] == []
+
+
+MODEL_FILES = (
+    "pipeline.pickle",
+    "columns.json",
+    "dtypes.pickle",
+    "training_profile.json",
+    "targets.json",
+    "api.toml",
+)
+
+
 def python_like_the_image():
     """Python 3.12 as in the image when this machine has it, else the running one."""
     candidates = [
@@ -154,12 +185,18 @@ def test_the_image_command_serves_predictions(image):
         assert health.json()["versions"]["python"].startswith(
             "3.12" if "3.12" in python_like_the_image() else ""
         )
-        response = requests.post(
-            f"{url}/predict", json={"id": 1, "observation": EXAMPLE}, timeout=10
-        )
-        assert response.status_code == 200
-        assert 0 <= response.json()["proba"] <= 1
+        check_the_model_at_the_root_is_served(url, health.json())
         assert (app_dir / "predictions.db").is_file()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def check_the_model_at_the_root_is_served(url, health):
+    """The root's model and contract, and one predict through that contract."""
+    assert health["model"]["version"] == MODEL.version
+    assert health["contract"] == json.loads(json.dumps(CONTRACT.describe(TASK)))
+    body = request_body(CONTRACT, new_ids(CONTRACT), OBSERVATIONS[0])
+    response = requests.post(f"{url}{CONTRACT.predict_path}", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), CONTRACT.predict_sources or TASK.answer_sources, body, TASK)

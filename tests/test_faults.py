@@ -19,7 +19,7 @@ import joblib
 import pytest
 import requests
 import sklearn.base
-from conftest import ROOT, LiveServer, free_port
+from conftest import ROOT, TITANIC, LiveServer, free_port
 from reliability_helpers import (
     ThrowawayPostgres,
     check_against_spec,
@@ -281,7 +281,7 @@ ARTIFACTS = ("pipeline.pickle", "columns.json", "dtypes.pickle")
 
 def copy_artifacts(folder):
     for name in ARTIFACTS:
-        shutil.copy(ROOT / name, folder / name)
+        shutil.copy(TITANIC / name, folder / name)
 
 
 def remove(name):
@@ -324,7 +324,7 @@ def reorder_columns_and_dtypes(folder):
 
 def pickle_from_another_scikit_learn(folder):
     """The shipped pipeline as scikit-learn 0.0.1 would have written it."""
-    pipeline = joblib.load(ROOT / "pipeline.pickle")
+    pipeline = joblib.load(TITANIC / "pipeline.pickle")
     original = sklearn.base.__version__
     sklearn.base.__version__ = "0.0.1"  # what BaseEstimator.__getstate__ records
     try:

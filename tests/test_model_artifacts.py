@@ -1,16 +1,20 @@
-"""The committed artifacts load cleanly and agree with each other, as app.py expects."""
+"""The tutorial's artifacts (examples/titanic) load cleanly and agree with each other.
 
+They are the model of the template's own tests and of the README. The model at the
+repository root, whatever it is, is checked by tests/test_your_model.py.
+"""
+
+import hashlib
 import json
 import pickle
 import warnings
-from pathlib import Path
 
 import joblib
 import pandas as pd
+from conftest import TITANIC
 
 from custom_transformers import CabinDeck
 
-ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"]
 
 
@@ -19,7 +23,7 @@ def load_pipeline():
         # Any warning is an error, InconsistentVersionWarning first of all: a pickle written
         # by another scikit-learn version may load and still predict wrongly.
         warnings.simplefilter("error")
-        return joblib.load(ROOT / "pipeline.pickle")
+        return joblib.load(TITANIC / "pipeline.pickle")
 
 
 def test_pipeline_loads_without_any_warning_under_the_pinned_versions():
@@ -28,8 +32,8 @@ def test_pipeline_loads_without_any_warning_under_the_pinned_versions():
 
 
 def test_columns_dtypes_and_pipeline_agree():
-    columns = json.loads((ROOT / "columns.json").read_text())
-    with open(ROOT / "dtypes.pickle", "rb") as file:
+    columns = json.loads((TITANIC / "columns.json").read_text())
+    with open(TITANIC / "dtypes.pickle", "rb") as file:
         dtypes = pickle.load(file)
     pipeline = load_pipeline()
 
@@ -42,7 +46,7 @@ def test_columns_dtypes_and_pipeline_agree():
 
 
 def test_dtypes_are_ones_the_service_can_validate():
-    with open(ROOT / "dtypes.pickle", "rb") as file:
+    with open(TITANIC / "dtypes.pickle", "rb") as file:
         dtypes = pickle.load(file)
     kinds = {
         "integer": pd.api.types.is_integer_dtype,
@@ -65,3 +69,10 @@ def test_dtypes_are_ones_the_service_can_validate():
 def test_the_shipped_pipeline_uses_the_custom_transformer():
     deck = load_pipeline()["preprocess"].named_transformers_["deck"]
     assert isinstance(deck[0], CabinDeck)
+
+
+def test_the_training_profile_was_written_for_this_pipeline():
+    """The service ignores a profile written for another pickle: this one must match."""
+    profile = json.loads((TITANIC / "training_profile.json").read_text())
+    version = hashlib.sha256((TITANIC / "pipeline.pickle").read_bytes()).hexdigest()[:12]
+    assert profile["written_for"] == {"model_version": version, "columns": COLUMNS}

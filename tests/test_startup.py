@@ -10,7 +10,7 @@ import shutil
 import joblib
 import pandas as pd
 import pytest
-from conftest import ROOT, service
+from conftest import TITANIC, service
 from sklearn.cluster import KMeans
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LinearRegression
@@ -23,9 +23,9 @@ ARTIFACTS = ("pipeline.pickle", "columns.json", "dtypes.pickle")
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A copy of the shipped artifacts that a test may break."""
+    """A copy of the tutorial's artifacts (examples/titanic) that a test may break."""
     for name in ARTIFACTS:
-        shutil.copy(ROOT / name, tmp_path / name)
+        shutil.copy(TITANIC / name, tmp_path / name)
     return tmp_path
 
 

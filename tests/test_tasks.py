@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import EXAMPLE, ROOT, probabilities, same_probability, service
+from conftest import EXAMPLE, ROOT, TITANIC, probabilities, same_probability, service
 from reliability_helpers import random_observations
 from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes, load_linnerud, load_wine
@@ -66,7 +66,7 @@ def records(frame):
 def titanic_with_labels(folder, labels, threshold):
     """The tutorial's passengers, with a model of our own that predicts `labels`."""
     observations = random_observations(60, seed=15)
-    frame = pd.DataFrame(observations).astype(pd.read_pickle(ROOT / "dtypes.pickle").to_dict())
+    frame = pd.DataFrame(observations).astype(pd.read_pickle(TITANIC / "dtypes.pickle").to_dict())
     survived = (frame["Sex"] == "female") ^ (frame["Pclass"] == 3)  # a pattern to learn
     y = np.where(survived, labels[1], labels[0])
     pipeline = make_pipeline(
@@ -84,7 +84,7 @@ def titanic_with_labels(folder, labels, threshold):
     ).fit(frame, y)
     folder.mkdir()
     for name in ("columns.json", "dtypes.pickle"):
-        shutil.copy(ROOT / name, folder / name)
+        shutil.copy(TITANIC / name, folder / name)
     joblib.dump(pipeline, folder / "pipeline.pickle")
     truths = [labels[k % 2] for k in range(len(observations))]
     return Served(folder, observations, truths, {"THRESHOLD": str(threshold)})
@@ -119,7 +119,7 @@ def served(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / name
     if name == "binary-integer":  # the tutorial's own model, at the boundary of 0.5 apart
         observations = random_observations(60, seed=13)
-        return Served(ROOT, observations, [k % 2 for k in range(60)], {})
+        return Served(TITANIC, observations, [k % 2 for k in range(60)], {})
     if name == "binary-boolean":
         return titanic_with_labels(folder, [False, True], 0.5)
     if name == "binary-string":  # the capstone's "authorise above 10 %"
@@ -248,7 +248,7 @@ def listed_rows(server):
 
 def test_the_decision_is_probability_at_or_above_the_threshold_at_the_boundary(database_url):
     """A threshold equal to the probability itself decides yes; one ulp above it, no."""
-    model = service.load_model(ROOT)
+    model = service.load_model(TITANIC)
     p = probabilities([service.validate_observation(EXAMPLE, model)], model)[0]
     for observation_id, (threshold, decision) in enumerate(
         [(p, True), (math.nextafter(p, 1), False)]
