@@ -21,11 +21,11 @@ flat body with a string id at POST /should_search/, answered {"outcome": true}.
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -113,11 +113,16 @@ class Server:
             time.sleep(0.2)
 
     def answers(self):
+        """An HTTP answer of a worker (a 404 will do), not just the master's open socket:
+        sync workers import the app, and create its table, only once they have started."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
+            connection.request("GET", "/no-such-page")
+            return connection.getresponse().status > 0
         except OSError:
             return False
+        finally:
+            connection.close()
 
     def cpu_seconds(self):
         """User + system CPU of the master and its workers so far."""
