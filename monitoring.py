@@ -4,7 +4,12 @@
   arrived with /update, by the task of the model served (tasks.py), the versions present,
   and the drift of every feature against the training data (drift.py), optionally in a
   time window (?since=...&until=...). Computed from the stored rows.
-* `GET /metrics`: counters and histograms for Prometheus, across every gunicorn worker.
+* `GET /stats?by=<column>[,<column>...]`: the same rows' quality per group, the spreads
+  between the groups and the rules of api.toml's [stats] (groups.py: its docstring says
+  what each key holds). Its answer replaces the overall figures: model, window, by,
+  predictions, then groups.py's keys.
+* `GET /metrics`: counters and histograms for Prometheus, across every gunicorn worker;
+  the gauges of the rules are those the last /stats?by= over every row set.
 
 Both answer only with `Authorization: Bearer <ADMIN_TOKEN>`, like /list-db-contents.
 app.py wires it in create_app with init_app(app); nothing in app.py knows the metrics: they
@@ -61,6 +66,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -82,6 +88,7 @@ from sklearn.metrics import (
 )
 
 import drift
+import groups
 import tasks
 
 log = logging.getLogger("monitoring")
@@ -143,6 +150,25 @@ DATABASE_ERRORS = Counter(
     ["error"],
     registry=registry,
 )
+# Set by /stats?by= (which checks every rule) over every stored row of the served model:
+# checking them at each scrape would read the whole table every few seconds. Across
+# workers, the value written last wins ("mostrecent").
+RULES = Gauge(
+    "model_rules",
+    "The rules of api.toml [stats], by status (met, not_met, undecided), as the last "
+    "/stats?by= over every stored row of the model found them",
+    ["model_version", "status"],
+    multiprocess_mode="mostrecent",
+    registry=registry,
+)
+RULES_CHECKED = Gauge(
+    "model_rules_checked_timestamp_seconds",
+    "When /stats?by= last checked the rules over every stored row of the model (Unix time)",
+    ["model_version"],
+    multiprocess_mode="mostrecent",
+    registry=registry,
+)
+RULE_STATUSES = ("met", "not_met", "undecided")
 
 
 def count_predictions(model, outcomes):
@@ -195,6 +221,7 @@ class Monitoring:
     service: object  # the module that built the app: app (or __main__ under `python app.py`)
     profile: dict | None  # training_profile.json, when it was written for this model
     profile_note: str | None  # why there is no usable profile
+    groups: groups.Groups  # /stats?by=: the groups and the rules of api.toml [stats]
 
 
 def init_app(app):
@@ -202,8 +229,17 @@ def init_app(app):
     # The module whose create_app built this app: its Prediction table and its signals are
     # the ones in use, also under `python app.py`, where that module is __main__, not app.
     service = sys.modules[app.import_name]
-    profile, note = load_profile(Path(app.config["MODEL_DIR"]), app.config["MODEL"])
-    app.extensions["monitoring"] = Monitoring(service, profile, note)
+    model = app.config["MODEL"]
+    profile, note = load_profile(Path(app.config["MODEL_DIR"]), model)
+    # Tests may pass the setting to create_app; else it comes from the environment.
+    min_labelled = app.config.get("GROUP_MIN_LABELLED", os.environ.get("GROUP_MIN_LABELLED"))
+    try:
+        checked = groups.Groups(
+            model.contract.stats_settings or {}, min_labelled, model, profile, note
+        )
+    except groups.GroupsError as error:
+        raise service.StartupError(str(error)) from None
+    app.extensions["monitoring"] = Monitoring(service, profile, note, checked)
     app.register_blueprint(monitoring)
     app.before_request(start_timer)
     app.after_request(count_request)
@@ -273,6 +309,9 @@ def stats():
     current_app.extensions["monitoring"].service.require_admin()
     state = current_app.extensions["monitoring"]
     service, model = state.service, current_app.config["MODEL"]
+    by = request.args.get("by")
+    if by is not None:
+        checked_groups(lambda: state.groups.parse_by(by), service)  # 422 before any query
     since, until = window_bound("since", service), window_bound("until", service)
     if since is not None and until is not None and since > until:
         raise service.ApiError(422, "until must not be earlier than since")
@@ -283,20 +322,63 @@ def stats():
     versions, last_id = service.in_transaction(window.versions)
     window = replace(window, version=reported)
     count = sum(v["predictions"] for v in versions if v["version"] == reported)
+    head = {
+        "model": describe_model(model, reported, state.profile),
+        "window": {"since": iso_or_none(since), "until": iso_or_none(until)},
+    }
+    if by is None:
+        return jsonify(**head, **whole_stats(state, model, window, last_id, versions, count))
+    answer = checked_groups(lambda: group_stats(state, model, window, last_id, by), service)
+    if since is None and until is None and reported == model.version:
+        count_rules(model.version, answer["rules"])
+    return jsonify(**head, by=answer.pop("by"), predictions=count, **answer)
+
+
+def whole_stats(state, model, window, last_id, versions, count):
+    """/stats without by: the versions, the quality of the task, and the drift."""
     report = REPORTS[model.task.name](model.task)
     counts, readable, unreadable = bin_observations(window, last_id, model, state.profile, report)
-    quality = report.summary(window, last_id, service)
+    quality = report.summary(window, last_id, state.service)
     drift_by_column, drift_note = drift_report(state, counts, readable, count)
-    return jsonify(
-        model=describe_model(model, reported, state.profile),
-        window={"since": iso_or_none(since), "until": iso_or_none(until)},
-        versions=[dict(v, serving=v["version"] == model.version) for v in versions],
-        predictions=count,
+    return {
+        "versions": [dict(v, serving=v["version"] == model.version) for v in versions],
+        "predictions": count,
         **quality,
-        drift=drift_by_column,
-        drift_note=drift_note,
-        unreadable_observations=unreadable,
+        "drift": drift_by_column,
+        "drift_note": drift_note,
+        "unreadable_observations": unreadable,
+    }
+
+
+def checked_groups(work, service):
+    """work(), a GroupsError (a column that cannot group rows...) becoming a 422."""
+    try:
+        return work()
+    except groups.GroupsError as error:
+        raise service.ApiError(422, str(error)) from None
+
+
+def group_stats(state, model, window, last_id, by):
+    """/stats?by= (groups.py): one pass over the rows, each observation read as the
+    contract keeps it, with the true value and the prediction of the labelled ones."""
+    report = REPORTS[model.task.name](model.task)
+    table = window.table
+    columns = [table.observation, table.true_value, *report.stored_columns(table)]
+    chunks = (
+        [(observation_of(row[1], model.contract), *row[2:]) for row in rows]
+        for rows in window.chunks(last_id, state.service, *columns)
     )
+    return state.groups.report(by, chunks, report.outcomes, pause=let_others_run)
+
+
+def count_rules(version, rules):
+    """The gauges of the rules, from what /stats?by= found over every row of the model."""
+    if not rules:
+        return
+    statuses = Tally(rule["status"] for rule in rules)
+    for status in RULE_STATUSES:
+        RULES.labels(version, status).set(statuses[status])
+    RULES_CHECKED.labels(version).set(time.time())
 
 
 def describe_model(model, reported, profile):
@@ -533,7 +615,7 @@ class BinaryReport:
         rows = service.in_transaction(
             lambda: window.labelled(last_id, table.proba, table.threshold, table.positive_class)
         )
-        truth, score, decided, thresholds = self.judge(rows)
+        truth, score, decided, thresholds, _ = self.judge(rows)
         return {
             "labelled": len(rows),
             "labelled_left_out": len(rows) - len(truth),
@@ -542,17 +624,29 @@ class BinaryReport:
             "distribution": bins_of(distribution),
         }
 
+    def stored_columns(self, table):
+        """What a labelled row needs besides its true value (groups.py reads them too)."""
+        return [table.proba, table.threshold, table.positive_class]
+
+    def outcomes(self, rows):
+        """({truth, score, decided}, kept: whether each row could be read) for groups.py."""
+        truth, score, decided, _, kept = self.judge(rows)
+        return {"truth": truth, "score": score, "decided": decided}, kept
+
     def judge(self, rows):
-        """(truth, P, decision, threshold) arrays about the model's positive class.
+        """(truth, P, decision, threshold) arrays about the model's positive class, and
+        whether each row was kept.
 
         Each row is decided as it was answered: p >= its threshold, for its positive class
         (rows from before the upgrade: 0.5, and P(classes[1]), which they answered).
         """
         true, proba, threshold, positive = array("q"), array("d"), array("d"), array("q")
+        kept = []
         for true_text, p, t, positive_text in rows:
             true_index = self.codes(true_text)
             positive_index = 1 if positive_text is None else self.codes(positive_text)
-            if true_index is None or positive_index is None or p is None:
+            kept.append(not (true_index is None or positive_index is None or p is None))
+            if not kept[-1]:
                 continue  # a row of another model, with other classes
             true.append(true_index)
             proba.append(p)
@@ -563,7 +657,7 @@ class BinaryReport:
         truth = np.array(true, dtype=np.int64) == self.task.positive_index
         score = np.where(turned, 1 - proba, proba)
         decided = (proba >= threshold) != turned
-        return truth, score, decided, threshold
+        return truth, score, decided, threshold, kept
 
 
 def binary_metrics(truth, score, decided, thresholds, task):
@@ -678,17 +772,28 @@ class MulticlassReport:
             top = probability_bins(np.max(np.array(matrix, dtype=float), axis=1))
             self.top_bins += np.bincount(top, minlength=10)
 
-    def summary(self, window, last_id, service):
-        rows = service.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
-        true, predicted, matrix = [], [], []
+    def stored_columns(self, table):
+        return [table.prediction]
+
+    def outcomes(self, rows):
+        """({true, predicted, matrix}: class indices and probabilities, kept) of labelled
+        rows (true value, prediction)."""
+        true, predicted, matrix, kept = [], [], [], []
         for true_text, prediction_text in rows:
             true_index, read = self.codes(true_text), self.read(prediction_text)
-            if true_index is not None and read is not None:
+            kept.append(true_index is not None and read is not None)
+            if kept[-1]:
                 true.append(true_index)
                 predicted.append(read[0])
                 matrix.append(read[1])
         true, predicted = np.array(true, dtype=np.int64), np.array(predicted, dtype=np.int64)
         matrix = np.array(matrix, dtype=float).reshape(len(true), len(self.task.classes))
+        return {"true": true, "predicted": predicted, "matrix": matrix}, kept
+
+    def summary(self, window, last_id, service):
+        rows = service.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
+        found, _ = self.outcomes(rows)
+        true, predicted, matrix = found["true"], found["predicted"], found["matrix"]
         return {
             "labelled": len(rows),
             "labelled_left_out": len(rows) - len(true),
@@ -761,22 +866,32 @@ class RegressionReport:
         found = [value.get(key) for key in keys]
         return [float(v) for v in found] if all(is_number(v) for v in found) else None
 
-    def summary(self, window, last_id, service):
-        rows = service.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
-        truths, predictions = [], []
+    def stored_columns(self, table):
+        return [table.prediction]
+
+    def outcomes(self, rows):
+        """({truth, prediction}: rows x targets, kept) of labelled rows (truth, prediction)."""
+        truths, predictions, kept = [], [], []
         truth_keys = None if self.task.width == 1 else self.task.targets
         for true_text, prediction_text in rows:
             truth = self.numbers(parsed(true_text), truth_keys)
             prediction = self.numbers(parsed(prediction_text), self.names)
-            if truth is not None and prediction is not None:
+            kept.append(truth is not None and prediction is not None)
+            if kept[-1]:
                 truths.append(truth)
                 predictions.append(prediction)
         shape = (len(truths), len(self.names))
         truth = np.array(truths, dtype=float).reshape(shape)
         prediction = np.array(predictions, dtype=float).reshape(shape)
+        return {"truth": truth, "prediction": prediction}, kept
+
+    def summary(self, window, last_id, service):
+        rows = service.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
+        found, _ = self.outcomes(rows)
+        truth, prediction = found["truth"], found["prediction"]
         return {
             "labelled": len(rows),
-            "labelled_left_out": len(rows) - len(truths),
+            "labelled_left_out": len(rows) - len(truth),
             "metrics": self.metrics(truth, prediction),
             "calibration": None,  # no probabilities
             "distribution": None,
@@ -880,17 +995,9 @@ def bin_observations(window, last_id, model, profile, report):
 
 def readable_columns(bodies, model, service):
     """({column: values of the readable rows}, number of unreadable rows) for a chunk."""
-    observations, bad = [], 0
-    for body in bodies:
-        try:
-            observation = json.loads(body)["observation"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            bad += 1
-            continue
-        if isinstance(observation, dict):
-            observations.append(observation)
-        else:
-            bad += 1
+    observations = [observation_of(body, model.contract) for body in bodies]
+    bad = sum(observation is None for observation in observations)
+    observations = [observation for observation in observations if observation is not None]
     columns = {c: [obs.get(c) for obs in observations] for c in model.columns}
     if all(plain_values(values, model.kinds[c], model.dtypes[c]) for c, values in columns.items()):
         return columns, bad
@@ -902,6 +1009,17 @@ def readable_columns(bodies, model, service):
         except service.ApiError:
             bad += 1
     return {c: [row[i] for row in rows] for i, c in enumerate(model.columns)}, bad
+
+
+def observation_of(body, contract):
+    """The object of features of a stored body, wherever the contract keeps it, or None
+    (not JSON, not an object)."""
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    observation = contract.observation_of(payload) if isinstance(payload, dict) else None
+    return observation if isinstance(observation, dict) else None
 
 
 def plain_values(values, kind, dtype):

@@ -11,9 +11,13 @@ of them labelled with the true outcome, spread over 30 days), starts the service
 `make run` does (gunicorn, 2 workers), and measures:
 
 * the time of `/stats` over the whole table, and over the last 7 days (`?since=`);
+* the time of `/stats?by=Sex,Pclass` (groups.py: two grouping columns, a category and a
+  number cut into the profile's bins, and the rules of an api.toml [stats] table written
+  for the run) over the whole table;
 * the memory it takes: the peak resident memory of the workers during those calls (the
   kernel's high-water mark, reset before), above what they held before;
-* /predict latency alone, then while a client asks /stats again and again.
+* /predict latency alone, then while a client asks /stats again and again, then while it
+  asks /stats?by=Sex,Pclass again and again.
 
 It exits 1 when an answer of /stats is wrong or a prediction fails.
 """
@@ -21,6 +25,7 @@ It exits 1 when an answer of /stats is wrong or a prediction fails.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +45,31 @@ from live_server import LiveServer  # noqa: E402
 
 TOKEN = "bench-stats-token"
 AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
+BY = "?by=Sex,Pclass"
+# Rules of their own grouping each: /stats?by= checks them in the same pass over the rows.
+RULES = """
+[[stats.rules]]
+name = "precision of each sex and class"
+metric = "precision"
+by = ["Sex", "Pclass"]
+at_least = 0.5
+
+[[stats.rules]]
+name = "recall level between the sexes, within each class"
+metric = "recall"
+by = "Sex"
+within = "Pclass"
+spread_at_most = 0.1
+"""
+ARTIFACTS = ["pipeline.pickle", "columns.json", "dtypes.pickle", "training_profile.json"]
+
+
+def model_with_rules(folder):
+    """The shipped model's artifacts, and an api.toml with RULES."""
+    for name in ARTIFACTS:
+        shutil.copy(ROOT / name, Path(folder) / name)
+    (Path(folder) / "api.toml").write_text(RULES)
+    return folder
 
 
 def passengers():
@@ -121,7 +151,7 @@ def reset_peak_memory(pid):
         return False
 
 
-def time_stats(server, query, repeat, rows_expected):
+def time_stats(server, query, repeat, check=None):
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -129,8 +159,8 @@ def time_stats(server, query, repeat, rows_expected):
         seconds.append(time.perf_counter() - started)
         if answer.status_code != 200:
             sys.exit(f"/stats{query} answered {answer.status_code}: {answer.text[:300]}")
-        if rows_expected is not None:
-            check_counts(answer.json(), rows_expected)
+        if check is not None:
+            check(answer.json())
     return seconds
 
 
@@ -139,6 +169,17 @@ def check_counts(stats, rows):
     counted = (stats["predictions"], stats["labelled"], stats["labelled_left_out"])
     if counted != (rows, len(range(0, rows, 3)), 0) or stats["metrics"]["roc_auc"] is None:
         sys.exit(f"/stats counted (rows, labelled, left out) {counted} of {rows} rows")
+
+
+def check_groups(stats, rows):
+    """6 groups (2 sexes, 3 classes) that add up to the table, each judged, and the rules."""
+    groups = stats["groups"]
+    counted = (sum(g["predictions"] for g in groups), sum(g["labelled"] for g in groups))
+    judged = all(g["metrics"]["roc_auc"] is not None for g in groups)
+    if counted != (rows, len(range(0, rows, 3))) or len(groups) != 6 or not judged:
+        sys.exit(f"/stats{BY} counted {counted} in {len(groups)} groups of {rows} rows")
+    if len(stats["rules"]) != 2 or all(r["status"] == "undecided" for r in stats["rules"]):
+        sys.exit(f"/stats{BY} decided no rule: {stats['rules']}")
 
 
 def predict_latencies(server, seconds, first_id):
@@ -175,45 +216,55 @@ def describe(values, unit, failures=()):
     return text
 
 
-def measure(name, database_url, rows, repeat):
+def measure(name, database_url, rows, repeat, model_dir):
     started = time.perf_counter()
     start = fill(database_url, rows)
     print(f"\n[{name}] stored {rows:,} rows in {time.perf_counter() - started:.0f} s")
-    server = LiveServer(database_url, workers=2, env={"ADMIN_TOKEN": TOKEN}).wait_until_ready()
+    env = {"ADMIN_TOKEN": TOKEN, "MODEL_DIR": str(model_dir)}
+    server = LiveServer(database_url, workers=2, env=env).wait_until_ready()
     try:
         pids = worker_pids(server)
         for round_ in ("first calls", "later calls"):
             before = {pid: memory_kib(pid, "VmRSS") for pid in pids}
             peaks_reset = all(reset_peak_memory(pid) for pid in pids)
-            whole = time_stats(server, "", repeat, rows)
+            whole = time_stats(server, "", repeat, lambda stats: check_counts(stats, rows))
             since = (start + timedelta(days=23)).isoformat() + "Z"
-            week = time_stats(server, f"?since={since}", repeat, None)
+            week = time_stats(server, f"?since={since}", repeat)
+            grouped = time_stats(server, BY, repeat, lambda stats: check_groups(stats, rows))
             print(f"[{name}] {round_}: /stats, all {rows:,} rows: {describe(whole, 's')}")
             print(f"[{name}] {round_}: /stats, the last 7 days:  {describe(week, 's')}")
+            print(f"[{name}] {round_}: /stats{BY}, all rows: {describe(grouped, 's')}")
             if peaks_reset:
                 growth = max(memory_kib(pid, "VmHWM") - before[pid] for pid in pids)
                 print(f"[{name}] {round_}: workers' peak memory +{growth / 1024:.1f} MiB "
                       f"above the {max(before.values()) / 1024:.0f} MiB they held")  # fmt: skip
 
         alone, alone_failed = predict_latencies(server, 5, 10**9)
-        stop = threading.Event()
-
-        def ask_stats():
-            while not stop.is_set():
-                requests.get(f"{server.url}/stats", headers=AUTHORIZATION, timeout=120)
-
-        asker = threading.Thread(target=ask_stats)
-        asker.start()
-        try:
-            during, during_failed = predict_latencies(server, 10, 2 * 10**9)
-        finally:
-            stop.set()
-            asker.join()
+        during, during_failed = predict_while_asking(server, "", 2 * 10**9)
+        grouping, grouping_failed = predict_while_asking(server, BY, 3 * 10**9)
         print(f"[{name}] /predict alone:          {describe(alone, 'ms', alone_failed)}")
         print(f"[{name}] /predict during /stats:  {describe(during, 'ms', during_failed)}")
+        print(f"[{name}] /predict during /stats{BY}: {describe(grouping, 'ms', grouping_failed)}")
     finally:
         server.stop()
-    return not (alone_failed or during_failed)
+    return not (alone_failed or during_failed or grouping_failed)
+
+
+def predict_while_asking(server, query, first_id):
+    """/predict latencies for 10 s while another client asks /stats{query} again and again."""
+    stop = threading.Event()
+
+    def ask_stats():
+        while not stop.is_set():
+            requests.get(f"{server.url}/stats{query}", headers=AUTHORIZATION, timeout=120)
+
+    asker = threading.Thread(target=ask_stats)
+    asker.start()
+    try:
+        return predict_latencies(server, 10, first_id)
+    finally:
+        stop.set()
+        asker.join()
 
 
 def main():
@@ -223,9 +274,14 @@ def main():
     parser.add_argument("--postgres-url", help="a PostgreSQL database (its table is dropped)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        passed = measure("sqlite", f"sqlite:///{folder}/stats.db", options.rows, options.repeat)
-    if options.postgres_url:
-        passed &= measure("postgresql", options.postgres_url, options.rows, options.repeat)
+        model_dir = model_with_rules(folder)
+        passed = measure(
+            "sqlite", f"sqlite:///{folder}/stats.db", options.rows, options.repeat, model_dir
+        )
+        if options.postgres_url:
+            passed &= measure(
+                "postgresql", options.postgres_url, options.rows, options.repeat, model_dir
+            )
     sys.exit(0 if passed else 1)
 
 

@@ -56,8 +56,10 @@ function svg(name, attributes = {}, text) {
 }
 
 // rowHeaders: the first cell of each row names the row (a <th>), as in a confusion matrix.
-// A cell may be a node (a <strong> number) rather than text.
-function table(id, headers, rows, rowHeaders = false) {
+// A cell may be a node (a <strong> number) rather than text. Every cell carries its
+// column's name (data-label): a "stacked" table shows it on a phone, where each row is a card.
+// isNumber(index) says which columns hold numbers (aligned right): all but the first.
+function table(id, headers, rows, rowHeaders = false, isNumber = (index) => index > 0) {
   const head = document.createElement("thead");
   const headRow = head.insertRow();
   for (const header of headers) {
@@ -80,7 +82,8 @@ function table(id, headers, rows, rowHeaders = false) {
       }
       if (value instanceof Node) cell.append(value);
       else cell.textContent = value;
-      if (index > 0) cell.className = "number";
+      if (isNumber(index)) cell.className = "number";
+      if (headers[index]) cell.dataset.label = headers[index];
     });
   }
   byId(id).replaceChildren(head, body);
@@ -581,6 +584,318 @@ function showDrift(drift, note, modelColumns) {
   table("drift-table", headers, rows);
 }
 
+// --- Groups: GET /stats?by=, the quality per group and the rules of api.toml ---------------
+
+const groupChoices = ["group-by-1", "group-by-2", "group-by-3"].map(byId);
+const groupsStatus = byId("groups-status");
+const RULE_ORDER = { not_met: 0, undecided: 1, met: 2 };
+const RULE_STATUS = { not_met: "not met", undecided: "undecided", met: "met" };
+const METRIC_NAMES = {
+  positive_rate: "share decided positive",
+  precision: "precision (success rate)",
+  recall: "recall",
+  false_positive_rate: "false positive rate",
+  roc_auc: "ROC AUC",
+  accuracy: "accuracy",
+  macro_f1: "macro F1",
+  mae: "MAE",
+  mean_error: "mean error (bias)",
+};
+const BOUND_WORDS = {
+  at_least: "at least",
+  at_most: "at most",
+  spread_at_most: "apart by at most",
+  ratio_at_least: "in a ratio of at least",
+};
+let groupsPicked = false; // whether the columns shown were picked (or are a rule's)
+
+// "mae.Weight": a regressor's metric of one of its targets.
+function metricName(name) {
+  const [base, target] = name.split(".");
+  const text = METRIC_NAMES[base] || base;
+  return target ? `${text} of ${target}` : text;
+}
+
+function figureText(figure) {
+  if (!figure) return "none";
+  return `${fixed(figure.value, 3)} (${fixed(figure.low, 3)} to ${fixed(figure.high, 3)})`;
+}
+
+// A table's figure: the value, and its interval on a line of its own under it.
+function figureCell(figure) {
+  const cell = document.createElement("span");
+  if (!figure) {
+    cell.textContent = "none";
+    return cell;
+  }
+  const interval = document.createElement("span");
+  interval.className = "interval";
+  interval.textContent = `${fixed(figure.low, 3)} to ${fixed(figure.high, 3)}`;
+  cell.append(fixed(figure.value, 3), interval);
+  return cell;
+}
+
+function groupName(group) {
+  const values = Object.values(group);
+  return values.length ? values.join(" · ") : "every prediction";
+}
+
+// The same group whatever the order of its columns.
+function groupKey(group) {
+  return JSON.stringify(Object.entries(group).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+function sameColumns(a, b) {
+  return a.length === b.length && a.every((column) => b.includes(column));
+}
+
+function pickedColumns() {
+  const picked = groupChoices.map((choice) => choice.value).filter(Boolean);
+  return [...new Set(picked)];
+}
+
+// Every select lists every column; what was picked stays picked.
+function fillChoices(columns) {
+  for (const choice of groupChoices) {
+    const chosen = choice.value;
+    const none = choice.options[0];
+    choice.replaceChildren(none, ...columns.map((column) => new Option(column, column)));
+    choice.value = columns.includes(chosen) ? chosen : "";
+  }
+}
+
+function pick(columns) {
+  groupChoices.forEach((choice, i) => {
+    choice.value = columns[i] || "";
+  });
+}
+
+// What a rule asks, in words.
+function ruleText(rule) {
+  const bound = Object.keys(BOUND_WORDS).find((key) => key in rule);
+  const groups = rule.by.join(" × ");
+  if (bound === "at_least" || bound === "at_most") {
+    return `${metricName(rule.metric)} ${BOUND_WORDS[bound]} ${rule[bound]} in each ${groups}`;
+  }
+  const within = rule.within.length ? `, within each ${rule.within.join(" × ")}` : "";
+  const limit = `${BOUND_WORDS[bound]} ${rule[bound]}`;
+  return `${metricName(rule.metric)} of each ${groups} ${limit}${within}`;
+}
+
+// Its name in bold, and what it asks under it.
+function ruleCell(rule) {
+  const cell = document.createElement("span");
+  const name = document.createElement("strong");
+  name.textContent = rule.name;
+  const asks = document.createElement("span");
+  asks.className = "interval";
+  asks.textContent = ruleText(rule);
+  cell.append(name, asks);
+  return cell;
+}
+
+// Whether a failure is larger than what chance alone would give, with its interval.
+function noise(entry) {
+  return entry.beyond_noise ? "more than chance" : "could be chance";
+}
+
+function failureText(entry) {
+  if (entry.group) return `${groupName(entry.group)}: ${figureText(entry)}, ${noise(entry)}`;
+  const where = Object.keys(entry.within).length ? `${groupName(entry.within)}: ` : "";
+  const ratio = entry.ratio === null ? "" : `, ratio ${fixed(entry.ratio, 3)}`;
+  return (
+    `${where}${groupName(entry.highest.group)} ${fixed(entry.highest.value, 3)} against ` +
+    `${groupName(entry.lowest.group)} ${fixed(entry.lowest.value, 3)}, apart by ` +
+    `${figureText(entry.difference)}${ratio}, ${noise(entry)}`
+  );
+}
+
+function ruleDetails(rule) {
+  const list = document.createElement("ul");
+  const item = (text) => {
+    const line = document.createElement("li");
+    line.textContent = text;
+    list.append(line);
+  };
+  for (const entry of rule.failing) item(`fails: ${failureText(entry)}`);
+  if (rule.undecided.length) {
+    const some = rule.undecided.slice(0, 3).map((u) => `${groupName(u.group)} (${u.labelled})`);
+    const more = rule.undecided.length > 3 ? ", …" : "";
+    const count = rule.undecided.length === 1 ? "1 group" : `${rule.undecided.length} groups`;
+    item(`not judged, too few outcomes: ${count}, such as ${some.join(", ")}${more}`);
+  }
+  if (rule.reason) item(rule.reason);
+  if (rule.status === "met") item(`all ${rule.judged} groups judged meet it`);
+  return list;
+}
+
+function showRules(rules) {
+  byId("rules-none").hidden = rules.length > 0;
+  byId("rules-table").hidden = rules.length === 0;
+  const sorted = [...rules].sort((a, b) => RULE_ORDER[a.status] - RULE_ORDER[b.status]);
+  table(
+    "rules-table",
+    ["rule", "status", "details"],
+    sorted.map((rule) => [ruleCell(rule), RULE_STATUS[rule.status], ruleDetails(rule)]),
+    true,
+    () => false,
+  );
+  byId("rules-table")
+    .querySelectorAll("tbody tr")
+    .forEach((row, i) => {
+      if (sorted[i].status === "not_met") row.cells[1].classList.add("fails");
+    });
+}
+
+// {group key: [names of the rules it fails]}, for the rules about these very columns.
+function failuresByGroup(answer) {
+  const failures = {};
+  const add = (group, name) => {
+    const key = groupKey(group);
+    failures[key] = [...(failures[key] || []), name];
+  };
+  for (const rule of answer.rules) {
+    if (!sameColumns([...rule.within, ...rule.by], answer.by)) continue;
+    for (const entry of rule.failing) {
+      if (entry.group) add(entry.group, rule.name);
+      else [entry.lowest.group, entry.highest.group].forEach((group) => add(group, rule.name));
+    }
+  }
+  return failures;
+}
+
+// What fails first, then the groups judged, worst first by the figure the rules are
+// about (a lower precision, a higher error), then those too small to judge.
+function sortGroups(answer, failures) {
+  const rule = answer.rules.find((r) => sameColumns([...r.within, ...r.by], answer.by));
+  const metric = rule ? rule.metric : answer.metrics.find((m) => m !== "positive_rate");
+  const higherIsWorse = /^(mae|false_positive_rate)/.test(metric) || (rule && "at_most" in rule);
+  const value = (group) => {
+    const figure = group.metrics[metric];
+    if (!figure) return Infinity;
+    return higherIsWorse ? -figure.value : figure.value;
+  };
+  const rank = (group) => {
+    if (failures[groupKey(group.group)]) return 0;
+    return group.labelled >= answer.min_labelled ? 1 : 2;
+  };
+  return [...answer.groups].sort((a, b) => rank(a) - rank(b) || value(a) - value(b));
+}
+
+function showGroupList(answer) {
+  const failures = failuresByGroup(answer);
+  const sorted = sortGroups(answer, failures);
+  const columns = answer.by.length ? answer.by.join(" · ") : "group";
+  const figures = answer.metrics.map(metricName);
+  const headers = [columns, "status", "predictions", "with outcome", ...figures];
+  table(
+    "groups-table",
+    headers,
+    sorted.map((group) => {
+      const failed = failures[groupKey(group.group)];
+      let status = "judged";
+      if (failed) status = `fails: ${failed.join("; ")}`;
+      else if (group.labelled < answer.min_labelled) status = "not judged: too few outcomes";
+      return [
+        groupName(group.group),
+        status,
+        String(group.predictions),
+        String(group.labelled),
+        ...answer.metrics.map((metric) => figureCell(group.metrics[metric])),
+      ];
+    }),
+    true,
+    (index) => index > 1,
+  );
+  byId("groups-table")
+    .querySelectorAll("tbody tr")
+    .forEach((row, i) => {
+      if (failures[groupKey(sorted[i].group)]) row.cells[1].classList.add("fails");
+    });
+  const count = answer.groups.length === 1 ? "1 group" : `${answer.groups.length} groups`;
+  byId("groups-text").textContent =
+    `${count} of ${answer.predictions} predictions, ${answer.labelled} with their outcome; ` +
+    `a group needs ${answer.min_labelled} outcomes to be judged. Each figure has its ` +
+    `${Math.round(answer.confidence * 100)} % interval under it. What fails a rule comes first.`;
+}
+
+function showSpreads(answer) {
+  const side = (end) => (end ? `${groupName(end.group)}: ${fixed(end.value, 3)}` : "none");
+  table(
+    "spreads-table",
+    ["figure", "groups compared", "lowest", "highest", "difference", "ratio"],
+    answer.metrics.map((metric) => {
+      const spread = answer.spreads[metric];
+      return [
+        metricName(metric),
+        String(spread.groups),
+        side(spread.lowest),
+        side(spread.highest),
+        figureCell(spread.difference),
+        fixed(spread.ratio, 3),
+      ];
+    }),
+    true,
+    (index) => index === 1 || index > 3,
+  );
+}
+
+function showGroups(answer) {
+  fillChoices(answer.columns);
+  pick(answer.by);
+  showRules(answer.rules);
+  showGroupList(answer);
+  showSpreads(answer);
+  byId("groups-results").hidden = false;
+}
+
+function groupsSay(message, isError = false) {
+  groupsStatus.textContent = message;
+  groupsStatus.className = isError ? "status-error" : "";
+}
+
+async function loadGroups() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return;
+  const url = statsUrl();
+  url.searchParams.set("by", pickedColumns().join(","));
+  groupsSay("Loading the groups…");
+  let response;
+  let body = null;
+  try {
+    response = await fetch(url, {
+      headers: { Authorization: `Bearer ${token}` },
+      cache: "no-store",
+    });
+    body = await response.json();
+  } catch (error) {
+    groupsSay(`No answer from the service (${error.message}); try again.`, true);
+    return;
+  }
+  if (!response.ok) {
+    groupsSay(`The service refused (${response.status}): ${body && body.error}`, true);
+    return;
+  }
+  // Nothing picked yet: show the groups of the first rule, the brief's own.
+  if (!groupsPicked && body.rules.length && !body.by.length) {
+    groupsPicked = true;
+    const first = body.rules[0];
+    fillChoices(body.columns);
+    pick([...first.within, ...first.by]);
+    loadGroups();
+    return;
+  }
+  groupsPicked = true;
+  showGroups(body);
+  groupsSay(`Groups updated at ${new Date().toLocaleTimeString()}.`);
+}
+
+byId("groups-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  groupsPicked = true;
+  loadGroups();
+});
+
 function showStats(stats) {
   byId("window-text").textContent = describeWindow(stats.window);
   byId("model-text").textContent = describeModel(stats.model);
@@ -645,6 +960,7 @@ async function load() {
   }
   showStats(body);
   say(`Updated at ${new Date().toLocaleTimeString()}.`);
+  loadGroups();
 }
 
 form.addEventListener("submit", (event) => {

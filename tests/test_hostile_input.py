@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
-import serving
 from conftest import EXAMPLE, ROOT, LiveServer, free_port, probabilities, service
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -34,6 +33,8 @@ from reliability_helpers import (
     wait_for_workers,
 )
 from schemathesis import GenerationMode
+
+import serving
 
 ADMIN_TOKEN = "admin-" + "7f3a9c" * 4
 LIMIT = 64 * 1024  # the default MAX_REQUEST_BYTES

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import EXAMPLE, ROOT, free_port, service
+from conftest import EXAMPLE, ROOT, TITANIC, free_port, service
 from prometheus_client.parser import text_string_to_metric_families
 from reliability_helpers import check_against_spec, gunicorn_workers, wait_for_workers
 from sklearn.metrics import (
@@ -38,8 +39,8 @@ import replay_traffic
 
 TOKEN = "monitoring-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-PROFILE = json.loads((ROOT / drift.PROFILE_FILE).read_text())
-VERSION = service.load_model(ROOT).version  # the shipped model's
+PROFILE = json.loads((TITANIC / drift.PROFILE_FILE).read_text())
+VERSION = service.load_model(TITANIC).version  # the shipped model's
 DAY_1, DAY_2 = datetime(2026, 3, 1, 12), datetime(2026, 3, 2, 12)
 
 
@@ -72,7 +73,7 @@ def titanic_passengers():
 def store(observations, created_at, first_id=0, probabilities=None, labels=None):
     """Insert rows as /predict and /update store them, without the model's cost (for large
     samples): the shipped model's version, its output as JSON, the rule of its decision."""
-    model = service.load_model(ROOT)
+    model = service.load_model(TITANIC)
     if probabilities is None:
         values = [service.validate_observation(o, model) for o in observations]
         probabilities = [o["probability"] for o in service.predict_outputs(values, model)]
@@ -225,7 +226,7 @@ def test_stats_equal_what_the_test_computes_from_the_rows_it_sent(admin):
 def test_the_committed_profile_describes_the_training_data_and_the_shipped_model():
     """The shares notebook 1 wrote (through drift.py) are those pandas counts here."""
     observations, _ = titanic_passengers()
-    model = service.load_model(ROOT)
+    model = service.load_model(TITANIC)
     assert PROFILE["written_for"] == {"model_version": model.version, "columns": model.columns}
     assert PROFILE["rows"] == len(observations)
     for name, column in PROFILE["columns"].items():
@@ -369,7 +370,7 @@ def test_a_profile_missing_broken_or_of_another_model_is_reported_not_used(
     change, note, tmp_path, caplog
 ):
     for name in ["pipeline.pickle", "columns.json", "dtypes.pickle"]:
-        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+        (tmp_path / name).write_bytes((TITANIC / name).read_bytes())
     profile = json.loads(json.dumps(PROFILE))
     if change == "another model":
         profile["written_for"]["model_version"] = "000000000000"
@@ -437,7 +438,7 @@ def test_the_database_down_is_a_503_and_is_counted(admin):
 
 
 def test_metrics_count_requests_predictions_probabilities_and_batches_in_process(admin):
-    version = service.load_model(ROOT).version
+    version = service.load_model(TITANIC).version
     before = metric_samples(admin.get("/metrics", headers=ADMIN).text)
 
     probabilities = [
@@ -515,7 +516,7 @@ def test_metrics_add_up_every_worker_and_survive_a_dead_one(start_server, tmp_pa
     assert predict(1000) == 200
     samples = metric_samples(requests.get(f"{server.url}/metrics", headers=ADMIN).text)
 
-    version = service.load_model(ROOT).version
+    version = service.load_model(TITANIC).version
     route = {"route": "/predict", "method": "POST"}
     assert sample(samples, "http_requests_total", status="200", **route) == 121
     assert sample(samples, "http_requests_total", status="422", **route) == 5
@@ -594,7 +595,14 @@ def test_notebook_3_shows_the_numbers_of_the_stored_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("DATABASE_URL", database_url)
 
-    output = printed(execute(ROOT / "notebooks" / "3_monitor_the_model.ipynb"))
+    copy = tmp_path / "repository"  # notebook 3 reads the artifacts beside notebooks/
+    for folder in ("notebooks", "custom_transformers"):
+        shutil.copytree(ROOT / folder, copy / folder)
+    for name in ("pipeline.pickle", "columns.json", "dtypes.pickle", drift.PROFILE_FILE):
+        shutil.copy(TITANIC / name, copy / name)
+    for module in ("drift.py", "groups.py"):
+        shutil.copy(ROOT / module, copy / module)
+    output = printed(execute(copy / "notebooks" / "3_monitor_the_model.ipynb"))
 
     known = [i for i, label in enumerate(labels) if label is not None]
     y = [labels[i] for i in known]
@@ -606,3 +614,54 @@ def test_notebook_3_shows_the_numbers_of_the_stored_rows(tmp_path, monkeypatch):
     for name, column in PROFILE["columns"].items():
         psi = expected_psi(column, [o[name] for o in observations])
         assert re.search(rf"^{name} +{psi:.4f}$", output, re.M), name
+    # Per group, the figures /stats?by= gives on the same rows (the same seeded bootstrap).
+    client = service.create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": TOKEN}).test_client()
+    for column in ["Sex", "Pclass"]:
+        answer = client.get("/stats", headers=ADMIN, query_string={"by": column}).json
+        for group in answer["groups"]:
+            label = group["group"][column]
+            [line] = [line for line in output.splitlines() if line.startswith(f"{label} ")]
+            assert f" {group['predictions']} " in line, line
+            for figure in group["metrics"].values():
+                shown = "none"
+                if figure is not None:
+                    shown = f"{figure['value']:.3f} ({figure['low']:.3f} to {figure['high']:.3f})"
+                assert shown in line, (label, shown, line)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stored", ["no database file", "an empty table"])
+def test_notebook_3_says_what_to_run_first_before_any_traffic(stored, tmp_path, monkeypatch):
+    """A fresh clone: one sentence (make run, then make replay), no traceback."""
+    import nbformat
+    from ipykernel.kernelspec import write_kernel_spec
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = tmp_path / "fresh.db"
+    if stored == "an empty table":
+        service.create_app({"DATABASE_URL": f"sqlite:///{path}"})
+    write_kernel_spec(tmp_path / "jupyter" / "kernels" / "project-python")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+    notebook = ROOT / "notebooks" / "3_monitor_the_model.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="project-python",
+        resources={"metadata": {"path": str(notebook.parent)}},
+    )  # fmt: skip
+
+    with pytest.raises(CellExecutionError):  # "Run all" stops there
+        client.execute()
+
+    errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    assert [(e.ename, e.traceback) for e in errors] == [
+        (
+            "NothingToRead",
+            [
+                "No predictions are stored yet: start the service with `make run`, send it "
+                "traffic with `make replay` from a second terminal, then run this notebook again."
+            ],
+        )
+    ]
+    assert path.exists() == (stored == "an empty table")  # no empty file left behind

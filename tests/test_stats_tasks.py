@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, service
+from conftest import ROOT, TITANIC, service
 from reliability_helpers import check_against_spec
 from sklearn.datasets import load_diabetes, load_linnerud, load_wine
 from sklearn.metrics import (
@@ -52,7 +52,7 @@ OTHER_VERSION = "0123456789ab"  # a model that served before this one
 def titanic():
     """Notebook 1's held-out passengers, and whether each survived (0 or 1)."""
     passengers = replay_traffic.held_out_passengers()[:160]
-    return ROOT, [o for _, o, _ in passengers], [label for _, _, label in passengers]
+    return TITANIC, [o for _, o, _ in passengers], [label for _, _, label in passengers]
 
 
 def wine():
@@ -358,9 +358,9 @@ CHECKS = {"binary": check_binary, "multiclass": check_multiclass, "regression": 
 def test_each_row_is_judged_by_the_rule_in_force_when_it_was_answered(change, database_url):
     _, observations, truths = titanic()
     first, second = slice(0, 80), slice(80, 160)
-    _, client = serve(database_url, ROOT)
+    _, client = serve(database_url, TITANIC)
     send(client, 0, observations[first], truths[first], "true_class", lambda i: True)
-    app, client = serve(database_url, ROOT, **change)  # restarted with another rule
+    app, client = serve(database_url, TITANIC, **change)  # restarted with another rule
     send(client, 80, observations[second], truths[second], "true_class", lambda i: True)
 
     result = stats(client)
@@ -370,7 +370,7 @@ def test_each_row_is_judged_by_the_rule_in_force_when_it_was_answered(change, da
     assert result["labelled"] == 160 and len(result["versions"]) == 1  # one model, two runs
     # Every figure is about the positive class of the model served now.
     positive, negative = task.positive_class, task.negative_class
-    p = pipeline_of(ROOT).predict_proba(model_frame(ROOT, observations))
+    p = pipeline_of(TITANIC).predict_proba(model_frame(TITANIC, observations))
     p_positive = p[:, positive]
     rules = [(0.5, 1)] * 80 + [(task.threshold, positive)] * 80  # (threshold, positive class)
     answered = [
@@ -425,8 +425,8 @@ def legacy_rows(observations, probabilities, truths, first_id, created_at):
 
 def test_model_version_selects_the_rows_and_versions_lists_them(database_url):
     _, observations, truths = titanic()
-    p = pipeline_of(ROOT).predict_proba(model_frame(ROOT, observations))[:, 1]
-    app, client = serve(database_url, ROOT)
+    p = pipeline_of(TITANIC).predict_proba(model_frame(TITANIC, observations))[:, 1]
+    app, client = serve(database_url, TITANIC)
     version = app.config["MODEL"].version
     day = datetime(2026, 3, 1, 12)
     insert_rows(legacy_rows(observations[:50], p[:50], truths[:50], 10_000, day))
@@ -493,3 +493,35 @@ def test_rows_another_task_cannot_read_are_counted_not_used(database_url):
     assert legacy["unreadable_observations"] == 5  # another model's columns
     assert (served["labelled"], served["labelled_left_out"]) == (20, 0)
     assert served["metrics"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("contract", ["flat", "renamed"])
+def test_the_drift_reads_the_features_wherever_the_contract_keeps_them(
+    contract, database_url, tmp_path
+):
+    """A flat body (the stop-and-search brief) or one whose features are under another
+    field: /stats reads each stored body as the contract does, not as {"observation"}."""
+    if contract == "flat":
+        folder = EXAMPLES / "stop_and_search"
+        frame = pd.read_csv(folder / "traffic.csv").iloc[:60].drop(columns="outcome")
+        items = json.loads(frame.to_json(orient="records"))
+        column, values = "station", frame["station"].tolist()
+    else:
+        folder = tmp_path / "renamed"
+        folder.mkdir()
+        for name in ["pipeline.pickle", "columns.json", "dtypes.pickle", "training_profile.json"]:
+            (folder / name).write_bytes((TITANIC / name).read_bytes())
+        (folder / "api.toml").write_text('[predict]\nobservation = "passenger"\n')
+        passengers = [o for _, o, _ in replay_traffic.held_out_passengers()[:60]]
+        items = [{"id": i, "passenger": o} for i, o in enumerate(passengers)]
+        column, values = "Sex", [o["Sex"] for o in passengers]
+    _, client = serve(database_url, folder)
+    results = client.post("/predict-batch", json={"observations": items}).json["results"]
+    assert [r["status"] for r in results] == [200] * len(items)
+
+    result = stats(client)
+
+    assert (result["predictions"], result["unreadable_observations"]) == (len(items), 0)
+    assert result["drift_note"] is None
+    counts = {b["bin"]: b["count"] for b in result["drift"][column]["bins"]}
+    assert {k: n for k, n in counts.items() if n} == dict(pd.Series(values).value_counts())

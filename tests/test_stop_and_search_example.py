@@ -113,7 +113,8 @@ def test_retraining_writes_the_committed_columns_dtypes_traffic_and_profile(retr
 def test_columns_and_dtypes_are_the_briefs_fields():
     assert read_json(FOLDER / "columns.json") == COLUMNS
     dtypes = read_dtypes(FOLDER)
-    titanic_string = read_dtypes(ROOT / "examples" / "titanic")["Sex"]  # the string dtype of the Titanic artifacts
+    # The string dtype of the Titanic artifacts.
+    titanic_string = read_dtypes(ROOT / "examples" / "titanic")["Sex"]
     numbers = {"Latitude": np.float64, "Longitude": np.float64}
     expected = {column: numbers.get(column, titanic_string) for column in COLUMNS}
     expected["Part of a policing operation"] = np.bool_
