@@ -103,11 +103,13 @@ def fewer_draws(monkeypatch):
 
 
 def model_dir(tmp_path, stats=RULES, source=EXAMPLE_DIR):
-    """A copy of a model's folder whose api.toml ends with this [stats] table."""
+    """A copy of a model's folder whose api.toml ends with this [stats] table (instead of
+    its own: the example's, last in its file)."""
     folder = tmp_path / "model"
     shutil.copytree(source, folder)
     contract = folder / "api.toml"
-    contract.write_text((contract.read_text() if contract.exists() else "") + stats)
+    brief = contract.read_text().split("\n[stats]")[0] if contract.exists() else ""
+    contract.write_text(brief + stats)
     return folder
 
 
