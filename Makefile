@@ -56,10 +56,10 @@ examples: $(BIN)/.dev-installed ## Retrain the example models of examples/ (wine
 	$(BIN)/python examples/train_stop_and_search.py
 
 smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
-	$(PYTHON) smoke_check.py $(URL)
+	$(PYTHON) clients/smoke_check.py $(URL)
 
 score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=in.csv OUT=out.csv
-	$(BIN)/python batch_score.py "$(URL)" "$(IN)" "$(OUT)"
+	$(BIN)/python clients/score_csv.py "$(URL)" "$(IN)" "$(OUT)"
 
 bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a brief (POSTGRES_URL=... too)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
@@ -71,7 +71,7 @@ bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a 
 		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 
 replay: $(BIN)/.dev-installed ## Send notebook 1's held-out passengers and outcomes to a server (URL=...)
-	$(BIN)/python replay_traffic.py $(or $(URL),http://localhost:$(PORT))
+	$(BIN)/python clients/replay_traffic.py $(or $(URL),http://localhost:$(PORT))
 
 bench-stats: $(BIN)/.dev-installed ## Time GET /stats over 100,000 stored rows (POSTGRES_URL=... too)
 	$(BIN)/python benchmarks/stats.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))

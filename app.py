@@ -50,7 +50,7 @@ import pandas as pd
 import peewee
 import psycopg2.extensions
 import sklearn
-from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from gevent import monkey
 from playhouse.db_url import connect
 from sklearn.exceptions import InconsistentVersionWarning
@@ -58,6 +58,7 @@ from werkzeug.exceptions import HTTPException
 
 import migrations
 import monitoring
+import openapi_spec
 import pages
 import predict_batch
 from batching import BatchAbandoned, BatchTimeout, MicroBatcher
@@ -417,7 +418,13 @@ def list_db_contents():
 
 @api.get("/openapi.yaml")
 def openapi():
-    return send_file(APP_DIR / "openapi.yaml", mimetype="application/yaml")
+    """The OpenAPI description, built at start-up from the model and its contract."""
+    return Response(current_app.extensions["openapi.yaml"], mimetype="application/yaml")
+
+
+@api.get("/openapi.json")
+def openapi_json():
+    return jsonify(current_app.extensions["openapi"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -482,6 +489,9 @@ def create_app(settings=None):
     app.config["MODEL"] = load_model(
         app.config["MODEL_DIR"], app.config["THRESHOLD"], app.config["POSITIVE_CLASS"]
     )
+    # The API's description, from the model and its contract (openapi_spec.py).
+    app.extensions["openapi"] = openapi_spec.build_spec(app.config["MODEL"], app.config)
+    app.extensions["openapi.yaml"] = openapi_spec.as_yaml(app.extensions["openapi"])
     connect_database(app)
     try:
         create_or_upgrade_table()

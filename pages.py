@@ -3,10 +3,14 @@
 
 The form of / is built from the loaded model: one field per column, of the kind its
 training dtype calls for, with the categories its encoders learned when they saw the
-column as it is sent. The answer is shown as the model's task gives it (tasks.py): a
-decision with its probability (binary), a label with the probability of every class
-(multiclass), or the number of each target (regression). So the page follows any model
-swapped in by its artifacts.
+column as it is sent. It speaks the model's contract (contract.py, api.toml), as any client
+would: it posts to the contract's predict route, in its body shape (the features nested in
+the observation field, or next to the id), with a new random id of the contract's type (an
+id field that is a model column takes the form's value). The answer is shown as the
+model's task gives it (tasks.py), from what the contract's answer holds: a decision with
+its probability (binary), a label with the probability of every class (multiclass), or
+the number of each target (regression). So the page follows any model and any brief
+swapped in by their files.
 
 Both pages are plain HTML (templates/), CSS and JavaScript (static/), served by the app
 itself. Their Content-Security-Policy lets them load nothing from another origin, and run
@@ -40,7 +44,11 @@ MAX_CHOICES = 100
 def try_the_model():
     model = current_app.config["MODEL"]
     return render_template(
-        "try.html", model=model, task=answer_shape(model.task), fields=form_fields(model)
+        "try.html",
+        model=model,
+        task=answer_shape(model.task),
+        fields=form_fields(model),
+        contract=contract_shape(model),
     )
 
 
@@ -70,6 +78,59 @@ def answer_shape(task):
         shape["positive_name"] = json_key(task.positive_class)
         shape["negative_name"] = json_key(task.negative_class)
     return shape
+
+
+def contract_shape(model):
+    """What try.html says and try.js sends of the contract: /health's contract block, and
+    the id fields that are model columns (the form gives their values)."""
+    described = model.contract.describe(model.task)
+    predict = described["predict"]
+    return {
+        **described,
+        "id_columns": [name for name in predict["id"] if name in model.columns],
+        "id_words": id_words(predict, model.columns),
+        "answer_words": {key: source_words(s, model.task) for key, s in predict["answer"].items()},
+        "true_words": true_words(described["update"]["true"]),
+    }
+
+
+def id_words(predict, columns):
+    """How the page sends the id, in words: "a new random id", or field by field."""
+    if predict["id"] == ["id"] and predict["id_types"]["id"] == "integer":
+        return "a new random id"  # the tutorial's
+    said = []
+    for name in predict["id"]:
+        if name in columns:
+            said.append(f"{name} (the form's value)")
+        elif predict["id_types"][name] == "string":
+            said.append(f"{name} (a new random string, try-…)")
+        else:
+            said.append(f"{name} (a new random integer)")
+    return "its id " + " and ".join(said)
+
+
+def source_words(source, task):
+    """What an answer's key holds, in words, from its source (contract.py)."""
+    where, _, name = source.partition(".")
+    if where == "request":
+        return f"the {name} sent"
+    positive = json_key(getattr(task, "positive_class", ""))
+    words = {
+        "": "the whole prediction",
+        "probability": f"the probability of class {positive}",
+        "decision": f"the decision (true: class {positive})",
+        "label": "the label (the class predicted)",
+        "probabilities": "the probability of each class",
+        "value": "the number predicted",
+    }
+    return words.get(name, f"the {name} predicted")
+
+
+def true_words(true):
+    """The field(s) of the true outcome: "true_class", or "weight for Weight, ..."."""
+    if isinstance(true, str):
+        return true
+    return ", ".join(f"{field} for {target}" for target, field in true.items())
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def replay_into(database_url):
     os.environ["DATABASE_URL"] = database_url  # `import app` builds its app on it
     sys.path.insert(0, str(ROOT))
     import app
-    import replay_traffic
+    from clients import replay_traffic
 
     client = app.app.test_client()
 

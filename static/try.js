@@ -1,22 +1,39 @@
 "use strict";
-// "Try the model" (templates/try.html): the form becomes the JSON of POST /predict, sent
-// with a new random id; the answer, or the service's error next to its field, is shown.
-// The answer is shown as the model's task gives it (data-task, written by pages.py): a
-// decision and its probability, a label and every class's probability, or numbers.
+// "Try the model" (templates/try.html): the form becomes the JSON of the contract's predict
+// route (data-contract, written by pages.py from contract.py), sent with a new random id;
+// the answer, or the service's error next to its field, is shown. The body has the
+// contract's shape: the features nested in its observation field, or next to the id (a flat
+// body). An id field that is a model column takes the form's value; the others are random,
+// of the id's type. The answer is shown as the model's task gives it (data-task), from what
+// the contract's answer holds: a decision and its probability, a label and every class's
+// probability, or numbers.
 //
-// The JSON text is written here rather than by JSON.stringify of an object: the id is a
-// 63-bit integer, beyond what a JavaScript number holds exactly, and integers typed in
-// the form are sent digit for digit too.
+// The JSON text is written here rather than by JSON.stringify of an object: an integer id
+// is 63 bits, beyond what a JavaScript number holds exactly, and integers typed in the form
+// are sent digit for digit too.
 
 const form = document.getElementById("observation-form");
 const result = document.getElementById("result");
 const inputs = Array.from(form.querySelectorAll("[data-kind]"));
 const task = JSON.parse(form.dataset.task);
+const contract = JSON.parse(form.dataset.contract);
+const predictRoute = contract.predict;
 
-function newId() {
+// The JSON of a new id of this type: a 63-bit integer, or a string "try-<16 hex digits>".
+function newId(kind) {
+  if (kind === "string") {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+    return JSON.stringify(`try-${hex}`);
+  }
   // 64 random bits with the top one cleared: an integer from 0 to 2^63 - 1.
   const [random] = crypto.getRandomValues(new BigUint64Array(1));
-  return random & ((1n << 63n) - 1n);
+  return (random & ((1n << 63n) - 1n)).toString();
+}
+
+// How the service names a column in its messages: observation.Age, or Age in a flat body.
+function fieldName(column) {
+  return predictRoute.observation ? `${predictRoute.observation}.${column}` : column;
 }
 
 // {json: "<literal>"} for one field, or {problem: "<message>"} when it cannot be sent.
@@ -25,7 +42,7 @@ function jsonValue(input) {
   const kind = input.dataset.kind;
   if (kind === "integer" || kind === "float") {
     if (input.validity.badInput) {
-      return { problem: `observation.${input.name} must be a number: this is not one` };
+      return { problem: `${fieldName(input.name)} must be a number: this is not one` };
     }
     if (value === "") return { json: "null" };
     // Whole numbers exactly as typed (BigInt drops leading zeros, which JSON forbids);
@@ -40,9 +57,44 @@ function jsonValue(input) {
   return { json: JSON.stringify(value) };
 }
 
+function pair(name, json) {
+  return `${JSON.stringify(name)}: ${json}`;
+}
+
+// The id's fields: the form's value for a model column, a new random id for the others. In a
+// flat body a model column is among the features already: it is written once.
+function idPairs(values) {
+  const fromForm = new Map(values.map(([input, value]) => [input.name, value.json]));
+  return predictRoute.id
+    .filter((name) => predictRoute.observation || !contract.id_columns.includes(name))
+    .map((name) =>
+      pair(
+        name,
+        contract.id_columns.includes(name) ? fromForm.get(name) : newId(predictRoute.id_types[name]),
+      ),
+    );
+}
+
 function requestBody(values) {
-  const pairs = values.map(([input, value]) => `${JSON.stringify(input.name)}: ${value.json}`);
-  return `{"id": ${newId()}, "observation": {${pairs.join(", ")}}}`;
+  const features = values.map(([input, value]) => pair(input.name, value.json));
+  const ids = idPairs(values);
+  if (!predictRoute.observation) return `{${[...ids, ...features].join(", ")}}`;
+  const observation = pair(predictRoute.observation, `{${features.join(", ")}}`);
+  return `{${[...ids, observation].join(", ")}}`;
+}
+
+// What the answer's keys hold of the prediction, by their sources: {probability: 0.76} for
+// {"proba": ...}, {decision: true} for {"outcome": ...}; "prediction" alone is all of it.
+function predictionParts(answer) {
+  const parts = {};
+  for (const [key, source] of Object.entries(predictRoute.answer)) {
+    if (source === "prediction" && answer[key] !== null && typeof answer[key] === "object") {
+      Object.assign(parts, answer[key]);
+    } else if (source.startsWith("prediction.")) {
+      parts[source.slice("prediction.".length)] = answer[key];
+    }
+  }
+  return parts;
 }
 
 // --- Showing what happened -------------------------------------------------------------
@@ -93,8 +145,9 @@ function binaryMeaning(proba) {
   );
 }
 
-function binaryNodes(answer) {
-  const proba = answer.proba;
+function binaryNodes(parts) {
+  if (typeof parts.probability !== "number") return decisionNodes(parts);
+  const proba = parts.probability;
   const decided = proba >= task.threshold ? task.positive_name : task.negative_name;
   const probability = element("p", `Probability of class ${task.positive_name}: `, {
     class: "probability",
@@ -105,6 +158,29 @@ function binaryNodes(answer) {
     headline("Decision", `class ${decided}`, "decision"),
     probability,
     element("p", binaryMeaning(proba), { id: "meaning" }),
+  ];
+}
+
+function jsonKey(label) {
+  return typeof label === "string" ? label : JSON.stringify(label);
+}
+
+// An answer with the decision (or the label) but not the probability, as briefs ask for.
+function decisionNodes(parts) {
+  let decided = parts.decision;
+  if (typeof decided !== "boolean" && parts.label !== undefined) {
+    decided = jsonKey(parts.label) === task.positive_name;
+  }
+  if (typeof decided !== "boolean") return []; // the answer holds nothing of the prediction
+  const name = decided ? task.positive_name : task.negative_name;
+  const meaning =
+    `The model's probability of class ${task.positive_name} is ` +
+    `${decided ? "at least" : "below"} the threshold ${task.threshold}, so the decision is ` +
+    `class ${name}. The answer holds the decision, as the contract says; the stored row ` +
+    "keeps the probability too.";
+  return [
+    headline("Decision", `class ${name}`, "decision"),
+    element("p", meaning, { id: "meaning" }),
   ];
 }
 
@@ -132,8 +208,18 @@ function multiclassMeaning(key, answer) {
   return `${first}; the next one is ${next}, at ${percent(chance(next))}.`;
 }
 
-function multiclassNodes(answer) {
-  const index = task.classes.findIndex((label) => label === answer.label);
+function multiclassNodes(parts) {
+  if (!parts.probabilities) {
+    if (parts.label === undefined) return [];
+    return [headline("Label", jsonKey(parts.label), "label")];
+  }
+  const answer = parts;
+  let index = task.classes.findIndex((label) => label === answer.label);
+  if (index < 0) {
+    // Probabilities without the label: the label is the most probable class.
+    const chances = task.names.map((name) => answer.probabilities[name]);
+    index = chances.indexOf(Math.max(...chances));
+  }
   const key = task.names[index];
   const table = element("table", undefined, { id: "probabilities", class: "probabilities" });
   table.append(element("caption", "The probability of each class"));
@@ -154,30 +240,34 @@ function multiclassNodes(answer) {
 
 // --- Regression: one number, or one per target
 
-function regressionNodes(answer) {
+function regressionNodes(parts) {
   const targets = task.targets || [];
   if (targets.length <= 1) {
     // One number, perhaps named by targets.json.
+    const number = parts.value ?? parts[targets[0]];
+    if (typeof number !== "number") return [];
     const name = targets.length ? ` of ${targets[0]}` : "";
     const meaning =
-      `The model predicts ${rounded(answer.prediction)} for this observation (to 6 ` +
+      `The model predicts ${rounded(number)} for this observation (to 6 ` +
       "significant digits: the service's answer below has them all).";
     return [
-      headline(`Prediction${name}`, rounded(answer.prediction), "prediction"),
+      headline(`Prediction${name}`, rounded(number), "prediction"),
       element("p", meaning, { id: "meaning" }),
     ];
   }
+  const present = targets.filter((target) => typeof parts[target] === "number");
+  if (!present.length) return [];
   const table = element("table", undefined, { id: "predictions" });
   table.append(element("caption", "The prediction of each target"));
-  for (const target of targets) {
+  for (const target of present) {
     const row = element("tr");
     row.append(
       element("th", target, { scope: "row" }),
-      element("td", rounded(answer.prediction[target]), { class: "number" }),
+      element("td", rounded(parts[target]), { class: "number" }),
     );
     table.append(row);
   }
-  const said = targets.map((target) => `${target} ${rounded(answer.prediction[target])}`);
+  const said = present.map((target) => `${target} ${rounded(parts[target])}`);
   const meaning =
     `The model predicts ${said.join(", ")} for this observation (to 6 significant ` +
     "digits: the service's answer below has them all).";
@@ -193,7 +283,7 @@ const ANSWER_NODES = {
 function curlCommand(body) {
   const quoted = `'${body.replaceAll("'", "'\\''")}'`; // safe inside a POSIX shell
   return (
-    `curl -s -X POST ${window.location.origin}/predict ` +
+    `curl -s -X POST ${window.location.origin}${predictRoute.path} ` +
     `-H 'Content-Type: application/json' -d ${quoted}`
   );
 }
@@ -208,7 +298,8 @@ function curlNodes(body) {
 function showAnswer(answer, answerText, body) {
   const said = element("p", "The service answered ");
   said.append(element("code", answerText.trim(), { id: "answer" }));
-  showInResult("answered", ...ANSWER_NODES[task.task](answer), said, ...curlNodes(body));
+  const nodes = ANSWER_NODES[task.task](predictionParts(answer));
+  showInResult("answered", ...nodes, said, ...curlNodes(body));
 }
 
 function showRefusal(title, message, body) {
@@ -240,15 +331,23 @@ function markField(input, message) {
   input.setAttribute("aria-invalid", "true");
 }
 
-// The service names fields "observation.<column>" and joins several problems with "; ".
+// The service names fields as the contract does (observation.Age, or Age in a flat body;
+// an id field by its own name) and joins several problems with "; ".
+function namesOf(input) {
+  const names = [fieldName(input.name)];
+  if (contract.id_columns.includes(input.name)) names.push(input.name);
+  return names;
+}
+
 function markFieldsNamedIn(message) {
-  const byLongestName = [...inputs].sort((a, b) => b.name.length - a.name.length);
+  const named = inputs.flatMap((input) => namesOf(input).map((name) => [name, input]));
+  named.sort(([a], [b]) => b.length - a.length); // "Age range" before "Age"
   const marked = [];
   for (const part of message.split("; ")) {
-    const input = byLongestName.find((field) => part.startsWith(`observation.${field.name} `));
-    if (input) {
-      markField(input, part);
-      marked.push(input);
+    const found = named.find(([name]) => part.startsWith(`${name} `));
+    if (found) {
+      markField(found[1], part);
+      marked.push(found[1]);
     }
   }
   return marked;
@@ -277,7 +376,7 @@ async function predict(event) {
   button.disabled = true;
   showInResult("pending", element("p", "Asking the model…"));
   try {
-    const response = await fetch("/predict", {
+    const response = await fetch(predictRoute.path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body,

@@ -37,7 +37,7 @@ for name in ("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS"):
     os.environ.pop(name, None)
 
 import app as service  # noqa: E402
-from smoke_check import DEFAULT_OBSERVATION  # noqa: E402
+from clients.smoke_check import DEFAULT_OBSERVATION  # noqa: E402
 
 
 def database_of_this_process(url):

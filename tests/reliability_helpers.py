@@ -14,7 +14,6 @@
 
 import asyncio
 import atexit
-import functools
 import json
 import os
 import random
@@ -32,11 +31,10 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import requests
-import schemathesis
-import yaml
-from conftest import ROOT, TITANIC, free_port, probabilities, same_probability, service
+from conftest import TITANIC, free_port, probabilities, same_probability, service
 from live_server import child_pids
 from playhouse.db_url import connect
+from test_openapi import check_against_spec  # noqa: F401 (each model: its own document)
 
 # ---------------------------------------------------------------------------------------
 # Requests
@@ -83,7 +81,7 @@ class Outcome:
     text: str = ""
     content_type: str = ""
     error: str = ""
-    response: object = None  # the requests.Response, to validate against openapi.yaml
+    response: object = None  # the requests.Response, to validate against the OpenAPI document
 
     @property
     def seconds(self):
@@ -213,36 +211,6 @@ def post_quickly(url, bodies, connections=32, timeout=30.0):
 
     asyncio.run(all_connections())
     return statuses
-
-
-# ---------------------------------------------------------------------------------------
-# The contract
-# ---------------------------------------------------------------------------------------
-
-SPEC_PATH = ROOT / "openapi.yaml"
-
-
-@functools.cache
-def api_schema():
-    """openapi.yaml loaded by schemathesis (once)."""
-    return schemathesis.openapi.from_path(SPEC_PATH)
-
-
-@functools.cache
-def api_spec():
-    """openapi.yaml as a dict (once: parsing it takes ~35 ms, and tests check hundreds)."""
-    return yaml.safe_load(SPEC_PATH.read_text())
-
-
-def check_against_spec(response, path, method):
-    """The status is documented for the operation and the body matches its schema.
-
-    `response` may be a requests.Response or a Flask test response.
-    """
-    documented = api_spec()["paths"][path][method.lower()]["responses"]
-    status = response.status_code
-    assert str(status) in documented, f"{method} {path}: {status} is not in openapi.yaml"
-    api_schema()[path][method.upper()].validate_response(response)
 
 
 # ---------------------------------------------------------------------------------------

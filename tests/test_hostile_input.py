@@ -1,4 +1,6 @@
-"""Hostile input: fuzzing against openapi.yaml, odd values, oversized and deep bodies, secrets.
+"""Hostile input: fuzzing against the served OpenAPI document, odd values, oversized and deep
+bodies, secrets. The fuzzing runs for the tutorial's contract, and briefly for the
+stop-and-search brief's (a flat body, a string id, a decision).
 
 Run with `pytest -s` to see the figures (fuzz examples tried, statuses, memory).
 """
@@ -20,12 +22,12 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
-from conftest import EXAMPLE, ROOT, LiveServer, free_port, probabilities, service
+from conftest import EXAMPLE, ROOT, TITANIC, LiveServer, free_port, probabilities, service
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from playhouse.db_url import connect
 from reliability_helpers import (
     ThrowawayPostgres,
-    check_against_spec,
     gunicorn_workers,
     memory_kib,
     shipped_model,
@@ -33,6 +35,7 @@ from reliability_helpers import (
     wait_for_workers,
 )
 from schemathesis import GenerationMode
+from test_openapi import check_against_spec
 
 import serving
 
@@ -492,32 +495,35 @@ def test_deep_huge_and_odd_json_is_refused_without_harm(hostile_server):
     assert 1 not in stored_rows(hostile_server.database_url)  # every body above uses id 1
 
 
-# --- Fuzzing the live server against openapi.yaml -------------------------------------------
+# --- Fuzzing the live server against the document it serves -------------------------------
 
-EXAMPLES = {  # per operation and mode: (positive, negative)
-    ("/predict", "POST"): (150, 150),
-    ("/predict-batch", "POST"): (60, 60),
-    ("/update", "POST"): (80, 80),
-    ("/list-db-contents", "GET"): (60, 60),
-    ("/health", "GET"): (1, 0),
-    ("/openapi.yaml", "GET"): (1, 0),
+# Per contract, examples per operation and mode (positive, negative). The operations are
+# named by their part of the contract ("predict"...) or by their path.
+FUZZ_EXAMPLES = {
+    "tutorial": {
+        "predict": (150, 150),
+        "batch": (60, 60),
+        "update": (80, 80),
+        "/list-db-contents": (60, 60),
+        "/health": (1, 0),
+        "/openapi.yaml": (1, 0),
+    },
+    "stop_and_search": {  # briefly: the contract differs, the routes behind it do not
+        "predict": (40, 40),
+        "batch": (15, 15),
+        "update": (25, 25),
+        "/health": (1, 0),
+    },
 }
+FUZZ_BRIEFS = {"tutorial": TITANIC, "stop_and_search": ROOT / "examples" / "stop_and_search"}
 
 
-def fuzz_operation(schema, base_url, path, method, mode, examples, record):
+def fuzz_operation(schema, base_url, path, method, mode, examples, record, contract):
     """Run `examples` generated requests for one operation; every answer must match the spec."""
-    from schemathesis.checks import (
-        ignored_auth,
-        negative_data_rejection,
-        positive_data_acceptance,
-    )
+    from schemathesis.checks import ignored_auth, negative_data_rejection
 
     excluded = [ignored_auth]
-    if path == "/update":
-        # The spec describes the true value of every task (a class or numbers); the model
-        # served takes only its own, so a valid-looking true_value is rightly a 422 here.
-        excluded.append(positive_data_acceptance)
-    if path == "/predict-batch":
+    if path == contract.batch_path:
         # A batch whose items are wrong is still read: 200, with a 422 for each bad item
         # (check_batch_answer checks that instead).
         excluded.append(negative_data_rejection)
@@ -531,9 +537,11 @@ def fuzz_operation(schema, base_url, path, method, mode, examples, record):
         response = case.call(base_url=base_url, timeout=30)
         record(path, response)
         # ignored_auth expects 401 without a token: /list-db-contents answers 404 on
-        # purpose, so that it cannot be told from a route that does not exist.
+        # purpose, so that it cannot be told from a route that does not exist. Valid data
+        # must be accepted (positive_data_acceptance): the document describes exactly this
+        # model's true values, so a valid update is a 200, or a 404 for an unknown id.
         case.validate_response(response, excluded_checks=excluded, headers=headers)
-        if path == "/predict-batch":
+        if path == contract.batch_path:
             check_batch_answer(case.body, response)
 
     fuzz()
@@ -554,58 +562,91 @@ def check_batch_answer(body, response):
         assert response.status_code in (400, 413, 422), (body, response.text[:300])
 
 
-def sent_id(body):
-    return int(json.loads(body)["id"]) if body else None
+def check_served(schema, response, path, method):
+    """As check_against_spec, against the document the server serves."""
+    documented = schema.raw_schema["paths"][path][method.lower()]["responses"]
+    assert str(response.status_code) in documented, (path, response.status_code)
+    schema[path][method.upper()].validate_response(response)
+
+
+def stored_answers(database_url, model):
+    """{row key: the answer its stored prediction and request give} read from the table."""
+    database = connect(database_url)
+    with database:
+        cursor = database.execute_sql(
+            "SELECT observation_key, prediction, observation FROM prediction"
+        )
+        rows = cursor.fetchall()
+    return {
+        key: model.contract.predict_answer(json.loads(output), json.loads(body), model.task)
+        for key, output, body in rows
+    }
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("brief", list(FUZZ_EXAMPLES))
 def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_predictions(
-    start_server, database_url
+    start_server, database_url, brief
 ):
-    server = start_server(database_url, workers=2, env={"ADMIN_TOKEN": ADMIN_TOKEN})
+    env = {"ADMIN_TOKEN": ADMIN_TOKEN, "MODEL_DIR": str(FUZZ_BRIEFS[brief])}
+    server = start_server(database_url, workers=2, env=env)
+    model = service.load_model(FUZZ_BRIEFS[brief])
+    contract = model.contract
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.yaml")  # served by the app
+    assert contract.predict_path in schema.raw_schema["paths"]
 
     tried = Counter()
-    accepted = {}  # id -> proba of every 200 from /predict
+    accepted = {}  # row key -> the answer of every 200 of the predict and batch routes
+    answer_keys = list(contract.predict_sources or model.task.answer_sources)
     started = time.monotonic()
 
     def record(path, response):
         tried[(path, response.status_code)] += 1
-        if path == "/predict" and response.status_code == 200:
-            accepted[sent_id(response.request.body)] = response.json()["proba"]
-        if path == "/predict-batch" and response.status_code == 200:
+        if path == contract.predict_path and response.status_code == 200:
+            key = contract.read_id(json.loads(response.request.body))[0]
+            accepted[key] = response.json()
+        if path == contract.batch_path and response.status_code == 200:
             for result in response.json()["results"]:
                 if result["status"] == 200:
-                    accepted[result["id"]] = result["proba"]
+                    answer = {name: result[name] for name in answer_keys}
+                    accepted[contract.read_id(result)[0]] = answer
 
-    for (path, method), counts in EXAMPLES.items():
+    paths = {
+        "predict": contract.predict_path,
+        "batch": contract.batch_path,
+        "update": contract.update_path,
+    }
+    for name, counts in FUZZ_EXAMPLES[brief].items():
+        path = paths.get(name, name)
+        method = "GET" if path.startswith(("/list", "/health", "/openapi")) else "POST"
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         for mode, examples in zip(modes, counts, strict=True):
             if examples:
-                fuzz_operation(schema, server.url, path, method, mode, examples, record)
+                fuzz_operation(schema, server.url, path, method, mode, examples, record, contract)
 
     # Raw bodies that are not JSON, or JSON of any shape, straight to the POST routes.
     raw_bodies = st.binary(max_size=200) | json_values.map(json.dumps).map(str.encode)
+    raw_examples = 200 if brief == "tutorial" else 60
 
-    @given(body=raw_bodies, path=st.sampled_from(["/predict", "/predict-batch", "/update"]))
-    @settings(max_examples=200, **BOUNDED)
+    @given(body=raw_bodies, path=st.sampled_from(list(paths.values())))
+    @settings(max_examples=raw_examples, **BOUNDED)
     def fuzz_raw(body, path):
         response = requests.post(f"{server.url}{path}", data=body, timeout=30)
         record(path, response)
         assert response.status_code < 500
-        check_against_spec(response, path, "POST")
+        check_served(schema, response, path, "POST")
 
     fuzz_raw()
     seconds = time.monotonic() - started
 
-    rows = stored_rows(database_url)
+    rows = stored_answers(database_url, model)
     server_errors = sum(count for (_, status), count in tried.items() if status >= 500)
     print(
-        f"\n[fuzz {database_url.split(':')[0]}] examples tried={sum(tried.values())} "
+        f"\n[fuzz {brief} {database_url.split(':')[0]}] examples tried={sum(tried.values())} "
         f"in {seconds:.0f} s, 5xx={server_errors}, predictions accepted={len(accepted)}, "
         f"rows stored={len(rows)}; statuses {dict(sorted(tried.items()))}"
     )
     assert server_errors == 0
     assert sorted(rows) == sorted(accepted)  # no row without a 200, no 200 without a row
-    assert all(rows[observation_id][0] == proba for observation_id, proba in accepted.items())
+    assert all(rows[key] == answer for key, answer in accepted.items())  # as stored
     assert "Traceback" not in server.output()

@@ -35,7 +35,7 @@ from sklearn.metrics import (
 )
 
 import drift
-import replay_traffic
+from clients import replay_traffic
 
 TOKEN = "monitoring-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

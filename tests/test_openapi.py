@@ -1,158 +1,295 @@
-"""openapi.yaml: a valid OpenAPI 3.1 document that matches the app, route by route.
+"""The OpenAPI document (openapi_spec.py): built from each model and contract, valid OpenAPI
+3.1, served as the app builds it, and matched by every response, route by route.
 
-(test_hostile_input.py fuzzes a live server against it with schemathesis.)
+Each contract of tests/test_smoke_check.py's BRIEFS is checked, in-process: the tutorial's
+(examples/titanic), the stop-and-search brief (a flat body, a string id, a decision), a
+composite key and a nested body under another field. test_hostile_input.py fuzzes a live
+server against the document it serves, with schemathesis.
+
+`check_against_spec` is the helper every test file uses to validate a response.
 """
 
 import json
+import math
 
 import pytest
+import schemathesis
 import yaml
-from conftest import EXAMPLE, ROOT, free_port, service
-from reliability_helpers import SPEC_PATH, check_against_spec, shipped_model
-from test_smoke_check import TASK_EXAMPLES
+from conftest import EXAMPLE, TITANIC, free_port, service
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_smoke_check import BRIEFS, STOP_AND_SEARCH, TASK_EXAMPLES, brief_dir, example_dir
+
+import openapi_spec
 
 ADMIN_TOKEN = "openapi-test-token"
-SPEC = yaml.safe_load(SPEC_PATH.read_text())
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+# ---------------------------------------------------------------------------------------
+# The helper: a response checked against the document of its model
+# ---------------------------------------------------------------------------------------
+
+_specs = {}  # id(model) -> (model, its document, schemathesis' reading of it)
+_tutorial = []
 
 
-def test_the_document_is_valid_openapi_3_1():
+def tutorial_model():
+    """The tutorial's model (examples/titanic), loaded once."""
+    if not _tutorial:
+        _tutorial.append(service.load_model(TITANIC))
+    return _tutorial[0]
+
+
+def spec_of(model=None):
+    """The document of `model` (default: the tutorial's), built once per model."""
+    model = model or tutorial_model()
+    if id(model) not in _specs:  # the model is kept with it: its id stays its own
+        spec = openapi_spec.build_spec(model)
+        _specs[id(model)] = (model, spec, schemathesis.openapi.from_dict(spec))
+    return _specs[id(model)][1:]
+
+
+def check_against_spec(response, path, method, model=None):
+    """The status is documented for the operation and the body matches its schema.
+
+    `response` may be a requests.Response or a Flask test response; `path` the documented
+    one (no final slash); `model` the app's (app.config["MODEL"]), default the tutorial's.
+    """
+    spec, schema = spec_of(model)
+    documented = spec["paths"][path][method.lower()]["responses"]
+    status = response.status_code
+    assert str(status) in documented, f"{method} {path}: {status} is not in the document"
+    schema[path][method.upper()].validate_response(response)
+
+
+def conforms(name, instance, model=None):
+    """Whether `instance` is valid by components/schemas/<name> (JSON Schema 2020-12)."""
+    from jsonschema import Draft202012Validator
+
+    spec, _ = spec_of(model)
+    return Draft202012Validator({**spec, "$ref": f"#/components/schemas/{name}"}).is_valid(instance)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{brief: its model}, for every contract of BRIEFS and the tutorial's."""
+    folder = tmp_path_factory.mktemp("briefs")
+    found = {"tutorial": tutorial_model()}
+    for name in BRIEFS:
+        found[name] = service.load_model(brief_dir(name, folder))
+    return found
+
+
+def app_of(name, tmp_path, **settings):
+    model_dir = TITANIC if name == "tutorial" else brief_dir(name, tmp_path)
+    return service.create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+            "MODEL_DIR": str(model_dir),
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            **settings,
+        }
+    )
+
+
+CONTRACTS = ["tutorial", *BRIEFS]
+
+# ---------------------------------------------------------------------------------------
+# The document
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONTRACTS)
+def test_the_document_of_every_contract_is_valid_openapi_3_1(models, name):
     # Imported here: without the package (requirements_dev.txt), only this test fails.
     from openapi_spec_validator import validate
 
-    assert SPEC["openapi"].startswith("3.1")
-    validate(SPEC)
+    spec = openapi_spec.build_spec(models[name])
+    assert spec["openapi"].startswith("3.1")
+    validate(spec)
+    assert yaml.safe_load(openapi_spec.as_yaml(spec)) == spec  # the YAML says the same
 
 
-def test_the_app_serves_the_document(client):
+@pytest.mark.parametrize("name", ["tutorial", "stop_and_search"])
+def test_the_app_serves_the_document_it_builds(name, tmp_path):
+    app = app_of(name, tmp_path, PREDICT_BATCH_MAX_OBSERVATIONS=7)
+    client = app.test_client()
     response = client.get("/openapi.yaml")
-    assert response.status_code == 200
-    assert response.mimetype == "application/yaml"
-    assert response.get_data() == (ROOT / "openapi.yaml").read_bytes()
+    assert (response.status_code, response.mimetype) == (200, "application/yaml")
+    built = openapi_spec.build_spec(app.config["MODEL"], app.config)
+    assert yaml.safe_load(response.get_data(as_text=True)) == built
+    assert client.get("/openapi.json").json == built
+    batch = built["components"]["schemas"]["PredictBatchRequest"]
+    assert batch["properties"]["observations"]["maxItems"] == 7  # the limit in force
 
 
-def test_every_route_is_documented_and_nothing_else(app):
+@pytest.mark.parametrize("name", CONTRACTS)
+def test_every_route_is_documented_and_nothing_else(name, tmp_path):
+    """The POST routes are served with a final slash too: one path documents both."""
+    app = app_of(name, tmp_path)
     served = {
-        (rule.rule.rstrip("/") or "/", method.lower())  # a route's twin with a final slash
+        (rule.rule.rstrip("/") or "/", method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    documented = {(path, method) for path, item in SPEC["paths"].items() for method in item}
+    spec, _ = spec_of(app.config["MODEL"])
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert served == documented
+    contract = app.config["MODEL"].contract
+    assert {contract.predict_path, contract.update_path, contract.batch_path} <= set(spec["paths"])
 
 
-def test_every_error_status_has_an_error_body():
-    for path, item in SPEC["paths"].items():
+@pytest.mark.parametrize("name", CONTRACTS)
+def test_every_error_status_has_an_error_body(models, name):
+    spec = openapi_spec.build_spec(models[name])
+    for path, item in spec["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
-                    schema = resolve(response)["content"]["application/json"]["schema"]
-                    schema = resolve(schema)
+                    schema = resolve(spec, response)["content"]["application/json"]["schema"]
+                    schema = resolve(spec, schema)
                     # /health's 503 is the health body plus error (allOf); a 409 is the
                     # error plus the answer.
-                    parts = [schema, *(resolve(s) for s in schema.get("allOf", []))]
+                    parts = [schema, *(resolve(spec, s) for s in schema.get("allOf", []))]
                     required = set().union(*(part.get("required", []) for part in parts))
                     assert "error" in required, (path, method, status)
 
 
-def resolve(node):
+def resolve(spec, node):
     """Follow local references (#/components/...) to the node they name."""
     while "$ref" in node:
-        target = SPEC
+        target = spec
         for part in node["$ref"].removeprefix("#/").split("/"):
             target = target[part]
         node = target
     return node
 
 
-def test_the_observation_schema_matches_the_artifacts():
-    """The columns of columns.json, typed by dtypes.pickle, as the validator treats them."""
-    model = shipped_model()
-    observation = SPEC["components"]["schemas"]["Observation"]
-    assert list(observation["properties"]) == model.columns
-    assert observation.get("additionalProperties", True) is not False  # extra keys are ignored
+@pytest.mark.parametrize("name", ["tutorial", "stop_and_search"])
+def test_the_body_schema_matches_the_artifacts(models, name):
+    """The columns of columns.json, typed by dtypes.pickle, as the validator treats them;
+    nested under observation (the tutorial), or next to the id (a flat body)."""
+    model = models[name]
+    spec, _ = spec_of(model)
+    schemas = spec["components"]["schemas"]
+    request = schemas["PredictRequest"]
+    if model.contract.observation_field:
+        assert request["required"] == ["id", "observation"]
+        body = schemas["Observation"]
+    else:
+        body = request
+        assert request["required"][0] == "observation_id"
+    columns = [c for c in body["properties"] if c in model.columns]
+    assert columns == model.columns
+    assert body.get("additionalProperties", True) is not False  # extra keys are ignored
     expected_types = {
         "integer": "integer",
         "float": ["number", "null"],
         "string": ["string", "null"],
+        "boolean": "boolean",
     }
     for column, kind in model.kinds.items():
-        schema = resolve(observation["properties"][column])
-        assert schema["type"] == expected_types[kind], column
+        assert body["properties"][column]["type"] == expected_types[kind], column
     required = [c for c, kind in model.kinds.items() if kind in ("integer", "boolean")]
-    assert sorted(observation["required"]) == sorted(required)
+    assert [c for c in body["required"] if c in model.columns] == required
 
 
-def conforms(name, instance):
-    """Whether `instance` is valid by components/schemas/<name> (JSON Schema 2020-12)."""
-    from jsonschema import Draft202012Validator
+# ---------------------------------------------------------------------------------------
+# Schemas that tell right from wrong, per contract
+# ---------------------------------------------------------------------------------------
 
-    return Draft202012Validator({**SPEC, "$ref": f"#/components/schemas/{name}"}).is_valid(instance)
-
-
-@pytest.mark.parametrize(
-    ("body", "valid"),
-    [
-        ({"id": 1, "true_class": 1}, True),
-        ({"id": 1, "true_class": "class_0"}, True),
-        ({"id": 1, "true_class": False}, True),
-        ({"id": 1, "true_value": 151.5}, True),
-        ({"id": 1, "true_value": {"Weight": 170, "Waist": 35.5}}, True),
-        ({"id": 1}, False),  # no true outcome
-        ({"id": 1, "true_class": None}, False),
-        ({"id": 1, "true_class": [1]}, False),
-        ({"id": 1, "true_value": "151"}, False),
-        ({"id": 1, "true_value": {"Weight": "heavy"}}, False),
-    ],
-)
-def test_the_update_request_takes_a_class_or_a_number(body, valid):
-    assert conforms("UpdateRequest", body) is valid
+LONG_ID = "x" * 201
+WINE_SCORES = {"class_0": 0.9, "class_1": 0.05, "class_2": 0.05}
+WINE_ALL = {"label": "class_0", "probabilities": WINE_SCORES}
 
 
 @pytest.mark.parametrize(
-    ("answer", "valid"),
+    ("name", "body", "valid"),
     [
-        ({"proba": 0.25}, True),
-        ({"label": "class_0", "probabilities": {"class_0": 0.5, "class_1": 0.3, "c": 0.2}}, True),
-        ({"label": 2, "probabilities": {"0": 0.1, "1": 0.1, "2": 0.8}}, True),
-        ({"prediction": 151.2}, True),
-        ({"prediction": {"Weight": 178.1, "Waist": 35.2}}, True),
-        ({"proba": 1.25}, False),
-        ({"proba": 0.25, "label": 1}, False),  # the keys of one task only
-        ({"label": "a", "probabilities": {"a": 0.5, "b": 0.5}}, False),  # two: a binary one
-        ({"prediction": "151"}, False),
-        ({"prediction": {}}, False),
-        ({}, False),
+        ("tutorial", {"id": 1, "true_class": 1}, True),
+        ("tutorial", {"id": 1, "true_class": 0.0}, True),  # 0.0 is the class 0
+        ("tutorial", {"id": 1}, False),  # no true outcome
+        ("tutorial", {"id": 1, "true_class": None}, False),
+        ("tutorial", {"id": 1, "true_class": 2}, False),  # not a class
+        ("tutorial", {"id": 1, "true_class": True}, False),  # another type
+        ("tutorial", {"id": 1, "true_class": "1"}, False),
+        ("tutorial", {"id": 2**63, "true_class": 1}, False),  # beyond 64 bits
+        ("stop_and_search", {"observation_id": "a", "outcome": False}, True),
+        ("stop_and_search", {"observation_id": "a", "outcome": 1}, False),
+        ("stop_and_search", {"observation_id": "", "outcome": True}, False),
+        ("stop_and_search", {"observation_id": LONG_ID, "outcome": True}, False),
+        ("stop_and_search", {"observation_id": 7, "outcome": True}, False),
+        ("athletes", {"athlete": "a", "Jumps": 60, "weight": 170, "waist": 35.5}, True),
+        ("athletes", {"athlete": "a", "Jumps": 60, "weight": 170}, False),  # no waist
+        ("athletes", {"athlete": "a", "weight": 170, "waist": 35.5}, False),  # half an id
+        ("wines", {"wine_id": 1, "cultivar": "class_2"}, True),
+        ("wines", {"wine_id": 1, "cultivar": "class_3"}, False),
     ],
 )
-def test_the_answer_schema_tells_the_tasks_apart(answer, valid):
-    assert conforms("PredictAnswer", answer) is valid
-    conflict = {"error": "Observation ID 1 already exists", **answer}
-    assert conforms("Conflict", conflict) is valid
-    batch = {"id": 1, "status": 200, **answer}
-    assert conforms("BatchResult", batch) is valid
+def test_the_update_request_takes_the_contracts_fields_and_types(models, name, body, valid):
+    assert conforms("UpdateRequest", body, models[name]) is valid
 
 
-@pytest.fixture
-def admin_app(database_url):
-    return service.create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN})
+@pytest.mark.parametrize(
+    ("name", "answer", "valid"),
+    [
+        ("tutorial", {"proba": 0.25}, True),
+        ("tutorial", {"proba": 1.25}, False),
+        ("tutorial", {"proba": 0.25, "label": 1}, False),  # the contract's keys only
+        ("tutorial", {}, False),
+        ("stop_and_search", {"outcome": True}, True),
+        ("stop_and_search", {"outcome": 0.3}, False),  # a decision is a boolean
+        ("stop_and_search", {"outcome": True, "proba": 0.3}, False),
+        ("athletes", {"weight": 177.2, "waist": 35.2}, True),
+        ("athletes", {"weight": 177.2}, False),
+        ("wines", {"cultivar": "class_0", "scores": WINE_SCORES, "all": WINE_ALL, "wine": 3}, True),
+        ("wines", {"cultivar": "red", "scores": WINE_SCORES, "all": WINE_ALL, "wine": 3}, False),
+        (
+            "wines",
+            {"cultivar": "class_0", "scores": {"class_0": 1}, "all": WINE_ALL, "wine": 3},
+            False,
+        ),
+    ],
+)
+def test_the_answer_schema_follows_the_contracts_sources(models, name, answer, valid):
+    model = models[name]
+    assert conforms("PredictAnswer", answer, model) is valid
+    ids = {f: 1 if k == "integer" else "a" for f, k in model.contract.id_kinds.items()}
+    assert conforms("BatchResult", {**ids, "status": 200, **answer}, model) is valid
 
 
-def test_every_documented_answer_matches_the_spec(admin_app):
-    """One request per documented status; each response is validated against openapi.yaml."""
-    client = admin_app.test_client()
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    example = SPEC["components"]["schemas"]["Observation"]["example"]
-    assert example == EXAMPLE
-    different = dict(example, Pclass=1)
+def test_a_conflict_quotes_the_model_and_not_the_request(models):
+    """app.conflict answers the model's part of the answer: there request.<field> is null."""
+    model = models["wines"]  # its answer quotes the request's wine_id as wine
+    answer = {"cultivar": "class_0", "scores": WINE_SCORES, "all": WINE_ALL, "wine": 1}
+    assert conforms("PredictAnswer", answer, model)
+    assert not conforms("PredictAnswer", dict(answer, wine=None), model)
+    conflict = {"error": "Observation ID 1 already exists", **answer, "wine": None}
+    assert conforms("Conflict", conflict, model)
+    assert not conforms("Conflict", dict(conflict, wine=1), model)
+    update = spec_of(models["athletes"])[0]["components"]["schemas"]["UpdateAnswer"]
+    assert update["properties"]["athlete"]["type"] == "string"  # request.athlete: as sent
+    assert update["properties"]["Jumps"]["type"] == "integer"
+
+
+# ---------------------------------------------------------------------------------------
+# Real answers, checked against the document of their model
+# ---------------------------------------------------------------------------------------
+
+
+def test_every_documented_answer_of_the_tutorial_matches_the_document(tmp_path):
+    """One request per documented status; each response is validated against the document."""
+    client = app_of("tutorial", tmp_path).test_client()
+    different = dict(EXAMPLE, Pclass=1)
     calls = [
-        ("/predict", "POST", {"data": json.dumps({"id": 1, "observation": example})}, 200),
-        ("/predict", "POST", {"data": json.dumps({"id": 1, "observation": example})}, 200),
+        ("/predict", "POST", {"data": json.dumps({"id": 1, "observation": EXAMPLE})}, 200),
+        ("/predict/", "POST", {"data": json.dumps({"id": 1, "observation": EXAMPLE})}, 200),
         ("/predict", "POST", {"data": json.dumps({"id": 1, "observation": different})}, 409),
         ("/predict", "POST", {"data": "{not json"}, 400),
         ("/predict", "POST", {"data": "[1, 2]"}, 400),
         ("/predict", "POST", {"data": json.dumps({"id": 2, "observation": {}})}, 422),
-        ("/predict", "POST", {"data": json.dumps({"id": "two", "observation": example})}, 422),
+        ("/predict", "POST", {"data": json.dumps({"id": "two", "observation": EXAMPLE})}, 422),
         ("/predict", "POST", {"data": "x" * (64 * 1024 + 1)}, 413),
         ("/update", "POST", {"data": json.dumps({"id": 1, "true_class": 1})}, 200),
         ("/update", "POST", {"data": json.dumps({"id": 3, "true_class": 1})}, 404),
@@ -160,36 +297,103 @@ def test_every_documented_answer_matches_the_spec(admin_app):
         ("/update", "POST", {"data": "nope"}, 400),
         ("/update", "POST", {"data": " " * (64 * 1024 + 1)}, 413),
         ("/health", "GET", {}, 200),
-        ("/list-db-contents", "GET", {"headers": admin}, 200),
-        ("/list-db-contents", "GET", {"headers": admin, "query_string": {"limit": 1}}, 200),
-        ("/list-db-contents", "GET", {"headers": admin, "query_string": {"limit": 0}}, 422),
-        ("/list-db-contents", "GET", {"headers": admin, "query_string": {"before_id": "x"}}, 422),
+        ("/list-db-contents", "GET", {"headers": ADMIN}, 200),
+        ("/list-db-contents", "GET", {"headers": ADMIN, "query_string": {"limit": 1}}, 200),
+        ("/list-db-contents", "GET", {"headers": ADMIN, "query_string": {"limit": 0}}, 422),
+        ("/list-db-contents", "GET", {"headers": ADMIN, "query_string": {"before_id": "x"}}, 422),
         ("/list-db-contents", "GET", {}, 404),
         ("/openapi.yaml", "GET", {}, 200),
+        ("/openapi.json", "GET", {}, 200),
     ]
     for path, method, options, status in calls:
         response = client.open(path, method=method, **options)
         assert response.status_code == status, (path, options, response.get_data(as_text=True))
-        check_against_spec(response, path, method)
-    listing = client.get("/list-db-contents", headers=admin).json
+        check_against_spec(response, path.rstrip("/"), method)
+    listing = client.get("/list-db-contents", headers=ADMIN).json
     assert listing["predictions"][0]["true_class"] == 1
 
 
-def example_app(name, tmp_path, **settings):
-    settings = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-        "MODEL_DIR": ROOT / "examples" / name,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        **settings,
+def test_every_documented_answer_of_the_stop_and_search_brief_matches_the_document(tmp_path):
+    app = app_of("stop_and_search", tmp_path)
+    client, model = app.test_client(), app.config["MODEL"]
+    body = {"observation_id": "2022-005608", **STOP_AND_SEARCH}
+    other = dict(body, Latitude=51.0)
+    items = [body, other, {"observation_id": "", **STOP_AND_SEARCH}, {"Type": "x"}]
+    calls = [
+        ("/should_search/", body, 200),
+        ("/should_search", body, 200),  # a retry
+        ("/should_search", other, 409),
+        ("/should_search", {"observation_id": 7, **STOP_AND_SEARCH}, 422),  # not a string
+        ("/should_search", dict(body, observation_id="b", Latitude="north"), 422),
+        ("/predict-batch", {"observations": items}, 200),
+        ("/search_result/", {"observation_id": "2022-005608", "outcome": False}, 200),
+        ("/search_result", {"observation_id": "never", "outcome": False}, 404),
+        ("/search_result", {"observation_id": "2022-005608", "outcome": "no"}, 422),
+    ]
+    for path, sent, status in calls:
+        response = client.post(path, json=sent)
+        assert response.status_code == status, (path, sent, response.get_data(as_text=True))
+        check_against_spec(response, path.rstrip("/"), "POST", model)
+    assert client.post("/should_search", json=body).json == {"outcome": True}
+    assert client.post(
+        "/search_result", json={"observation_id": "2022-005608", "outcome": False}
+    ).json == {
+        "observation_id": "2022-005608",
+        "outcome": False,
+        "predicted_outcome": True,
     }
-    return service.create_app(settings)
+    for path in ("/health", "/list-db-contents", "/stats"):
+        response = client.get(path, headers=ADMIN)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        check_against_spec(response, path, "GET", model)
+    assert client.get("/health").json["contract"]["predict"]["path"] == "/should_search"
+
+
+@pytest.mark.parametrize("name", ["athletes", "wines"])
+def test_the_answers_of_a_composite_key_and_of_another_observation_field_match(name, tmp_path):
+    app = app_of(name, tmp_path)
+    client, model = app.test_client(), app.config["MODEL"]
+    contract = model.contract
+    observation = TASK_EXAMPLES["linnerud" if name == "athletes" else "wine"]
+    first = next(c for c in observation if c not in contract.id_fields)
+    other = dict(observation, **{first: observation[first] + 1})
+    ids = (
+        {"athlete": "ann", "Jumps": observation.get("Jumps")}
+        if name == "athletes"
+        else {"wine_id": 1}
+    )
+
+    def body(values):
+        if contract.observation_field:
+            return {**ids, contract.observation_field: values}
+        return {**values, **ids}
+
+    truth = {"weight": 170, "waist": 35.5} if name == "athletes" else {"cultivar": "class_0"}
+    calls = [
+        (contract.predict_path, body(observation), 200),
+        (contract.predict_path, body(other), 409),
+        (contract.batch_path, {"observations": [body(observation), body(other), {}]}, 200),
+        (contract.update_path, {**ids, **truth}, 200),
+    ]
+    for path, sent, status in calls:
+        response = client.post(path, json=sent)
+        assert response.status_code == status, (path, sent, response.get_data(as_text=True))
+        check_against_spec(response, path, "POST", model)
+    for path in ("/health", "/list-db-contents"):
+        check_against_spec(client.get(path, headers=ADMIN), path, "GET", model)
 
 
 @pytest.mark.parametrize("name", list(TASK_EXAMPLES))
 def test_the_answers_of_every_task_match_the_spec(name, tmp_path):
     """The example models (examples/): a multiclass classifier and two regressors."""
-    client = example_app(name, tmp_path).test_client()
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    app = service.create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+            "MODEL_DIR": example_dir(name),
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+    )
+    client, model = app.test_client(), app.config["MODEL"]
     observation = TASK_EXAMPLES[name]
     first = next(iter(observation))
     different = dict(observation, **{first: observation[first] + 1})
@@ -215,19 +419,20 @@ def test_the_answers_of_every_task_match_the_spec(name, tmp_path):
         ("/stats", "GET", None, 200),
     ]
     for path, method, body, status in calls:
-        response = client.open(path, method=method, json=body, headers=admin)
+        response = client.open(path, method=method, json=body, headers=ADMIN)
         assert response.status_code == status, (path, body, response.get_data(as_text=True))
-        check_against_spec(response, path, method)
-    rows = client.get("/list-db-contents", headers=admin).json["predictions"]
+        check_against_spec(response, path, method, model)
+    rows = client.get("/list-db-contents", headers=ADMIN).json["predictions"]
     field, value = next(iter(truth.items()))
     assert [row[field] for row in rows] == [None, value]  # id 2, then id 1
-    assert client.get("/health").json["model"]["task"] in ("multiclass", "regression")
+    # Another model's document refuses these answers: each is this model's own.
+    answer = client.post("/predict", json={"id": 1, "observation": observation}).json
+    assert not conforms("PredictAnswer", answer)
 
 
 def test_the_stats_schema_tells_the_tasks_apart(tmp_path):
     """Each task's /stats answer conforms; with another task's metrics or charts, it does not
     (a regressor has no probabilities to chart)."""
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     truths = {
         "wine": lambda answer: {"true_class": answer["label"]},
         "diabetes": lambda answer: {"true_value": 151.0},
@@ -236,14 +441,17 @@ def test_the_stats_schema_tells_the_tasks_apart(tmp_path):
     answers = {}
     for name, truth in truths.items():
         (tmp_path / name).mkdir()
-        client = example_app(name, tmp_path / name).test_client()
+        settings_ = {
+            "DATABASE_URL": f"sqlite:///{tmp_path / name / 'p.db'}",
+            "MODEL_DIR": example_dir(name),
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        client = service.create_app(settings_).test_client()
         answer = client.post("/predict", json={"id": 1, "observation": TASK_EXAMPLES[name]}).json
         assert client.post("/update", json={"id": 1, **truth(answer)}).status_code == 200
-        answers[name] = client.get("/stats", headers=admin).json
-    titanic = service.create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "ADMIN_TOKEN": ADMIN_TOKEN}
-    )
-    answers["titanic"] = titanic.test_client().get("/stats", headers=admin).json  # no rows
+        answers[name] = client.get("/stats", headers=ADMIN).json
+    titanic = app_of("tutorial", tmp_path)
+    answers["titanic"] = titanic.test_client().get("/stats", headers=ADMIN).json  # no rows
     for name, answer in answers.items():
         assert conforms("Stats", answer), name
         for other in answers.values():
@@ -256,39 +464,90 @@ def test_the_stats_schema_tells_the_tasks_apart(tmp_path):
     assert not conforms("Stats", dict(answers["wine"], undocumented=1))
 
 
-@pytest.mark.parametrize("settings", [{"THRESHOLD": 0.9}, {"POSITIVE_CLASS": "0"}])
-def test_a_binary_model_with_other_decision_settings_matches_the_spec(settings, tmp_path):
-    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **settings})
-    client = app.test_client()
+@pytest.mark.parametrize("settings_", [{"THRESHOLD": 0.9}, {"POSITIVE_CLASS": "0"}])
+def test_a_binary_model_with_other_decision_settings_matches_its_document(settings_, tmp_path):
+    app = app_of("tutorial", tmp_path, **settings_)
+    client, model = app.test_client(), app.config["MODEL"]
     response = client.get("/health")
-    check_against_spec(response, "/health", "GET")
-    model = response.json["model"]
-    assert (model["threshold"], model["positive_class"]) == (
-        settings.get("THRESHOLD", 0.5),
-        0 if "POSITIVE_CLASS" in settings else 1,
+    check_against_spec(response, "/health", "GET", model)
+    described = response.json["model"]
+    assert (described["threshold"], described["positive_class"]) == (
+        settings_.get("THRESHOLD", 0.5),
+        0 if "POSITIVE_CLASS" in settings_ else 1,
     )
+    assert not conforms("Health", response.json)  # the tutorial's document: 0.5 and 1
     response = client.post("/predict", json={"id": 1, "observation": EXAMPLE})
-    check_against_spec(response, "/predict", "POST")
+    check_against_spec(response, "/predict", "POST", model)
     response = client.post("/update", json={"id": 1, "true_class": 0})
-    check_against_spec(response, "/update", "POST")
-    assert response.json["threshold"] == model["threshold"]
+    check_against_spec(response, "/update", "POST", model)
+    assert response.json["threshold"] == described["threshold"]
 
 
-def test_answers_while_the_database_is_unreachable_match_the_spec(admin_app):
-    client = admin_app.test_client()
+@pytest.mark.parametrize("name", ["tutorial", "stop_and_search"])
+def test_answers_while_the_database_is_unreachable_match_the_spec(name, tmp_path):
+    app = app_of(name, tmp_path)
+    client, model = app.test_client(), app.config["MODEL"]
+    contract = model.contract
+    if name == "tutorial":
+        predict_body, update_body = {"id": 1, "observation": EXAMPLE}, {"id": 1, "true_class": 0}
+    else:
+        predict_body = {"observation_id": "a", **STOP_AND_SEARCH}
+        update_body = {"observation_id": "a", "outcome": True}
     nowhere = service.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
     reachable = service.database.obj
     service.database.initialize(nowhere)
     try:
         calls = [
-            ("/predict", "POST", {"data": json.dumps({"id": 1, "observation": EXAMPLE})}),
-            ("/update", "POST", {"data": json.dumps({"id": 1, "true_class": 0})}),
+            (contract.predict_path, "POST", {"json": predict_body}),
+            (contract.batch_path, "POST", {"json": {"observations": [predict_body]}}),
+            (contract.update_path, "POST", {"json": update_body}),
             ("/health", "GET", {}),
-            ("/list-db-contents", "GET", {"headers": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}),
+            ("/list-db-contents", "GET", {"headers": ADMIN}),
         ]
         for path, method, options in calls:
             response = client.open(path, method=method, **options)
             assert response.status_code == 503, (path, response.get_data(as_text=True))
-            check_against_spec(response, path, method)
+            check_against_spec(response, path, method, model)
     finally:
         service.database.initialize(reachable)
+
+
+# ---------------------------------------------------------------------------------------
+# The YAML, written without a YAML library
+# ---------------------------------------------------------------------------------------
+
+json_data = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(data=st.dictionaries(st.text(max_size=12), json_data, min_size=1, max_size=5))
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+def test_any_json_data_is_written_as_yaml_that_reads_back_the_same(data):
+    """Text YAML 1.1 would read as a number, a boolean or null, keys such as "200", control
+    and astral characters, nested lists: yaml.safe_load reads back exactly what was written."""
+    assert yaml.safe_load(openapi_spec.as_yaml(data)) == data
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["no", "On", "~", "null", "1e3", "0x1f", "12:30", "- a", "a: b", "a #b", "[x]", "", " a",
+     "a\n", "line one\nline two", "\u2028", "\U0001f600", "tab\there", "trailing "],
+)  # fmt: skip
+def test_tricky_text_reads_back_as_text(text):
+    data = {"k": text, "list": [text], text: 1}
+    assert yaml.safe_load(openapi_spec.as_yaml(data)) == data
+
+
+@pytest.mark.parametrize("number", [1e-06, 1e300, 5e-324, -0.0, 0.1, 1.7976931348623157e308, 3.0])
+def test_floats_read_back_as_floats(number):
+    [read] = yaml.safe_load(openapi_spec.as_yaml({"n": [number]}))["n"]
+    assert (read, type(read), math.copysign(1, read)) == (number, float, math.copysign(1, number))

@@ -7,6 +7,10 @@ swapped in by its three artifacts with integer, float, boolean and string column
 browser visits both. Every page visited is saved as a PNG in the test's tmp folder;
 `make screenshots` also writes the README's pictures (docs/*.png).
 
+The page speaks the model's contract: the tutorial's, and briefs (test_smoke_check.BRIEFS):
+the stop-and-search brief is visited in the browser too (a flat body under a string id,
+posted to /should_search, its decision shown).
+
 Without Chromium the browser tests skip and say why, except in CI (CI=true), where
 .ci/run installs it and a missing browser is a failure.
 """
@@ -31,13 +35,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import EXAMPLE, ROOT, LiveServer, service
+from conftest import EXAMPLE, ROOT, TITANIC, LiveServer, service
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
-from test_smoke_check import TASK_EXAMPLES, example_server
+from test_smoke_check import BRIEF_OBSERVATIONS, TASK_EXAMPLES, brief_dir, example_server
 
 import pages
 
@@ -114,7 +118,7 @@ def write_flat_model(model_dir):
 
 def passengers(count):
     """[(observation, true class)]: passengers notebook 1 held out, as realistic traffic."""
-    import replay_traffic  # `make replay` sends them all
+    from clients import replay_traffic  # `make replay` sends them all
 
     held_out = replay_traffic.held_out_passengers()[:count]
     return [(observation, label) for _, observation, label in held_out]
@@ -285,6 +289,66 @@ def test_the_page_says_what_the_model_predicts_and_tells_the_script(
     if model == "wine":  # what the answer names its probabilities by, in the model's order
         answer = client.post("/predict", json={"id": 1, "observation": TASK_EXAMPLES[model]})
         assert list(answer.json["probabilities"]) == shown["names"]
+
+
+def contract_of_page(client):
+    """(the data-contract JSON for try.js, the page's words: how it sends, the answer, the
+    update)."""
+    page = client.get("/").get_data(as_text=True)
+    contract = json.loads(html.unescape(re.search(r"data-contract='([^']*)'", page).group(1)))
+
+    def words(element_id):
+        said = re.search(rf'<p id="{element_id}">(.*?)</p>', page, re.S).group(1)
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", "", said)).split())
+
+    return contract, words("how-sent"), words("answer-words"), words("model-task")
+
+
+@pytest.mark.parametrize(
+    ("name", "sent", "answer", "update"),
+    [
+        (
+            "tutorial",
+            "sends it to POST /predict with a new random id, as any client would",
+            "The answer of POST /predict holds proba, the probability of class 1.",
+            "goes to POST /update as true_class.",
+        ),
+        (
+            "stop_and_search",
+            "sends it to POST /should_search with its id observation_id (a new random string, "
+            "try-…), as any client would",
+            "The answer of POST /should_search holds outcome, the decision (true: class true).",
+            "goes to POST /search_result as outcome.",
+        ),
+        (
+            "athletes",
+            "with its id athlete (a new random string, try-…) and Jumps (the form's value),",
+            "holds weight, the Weight predicted; waist, the Waist predicted.",
+            "goes to POST /measured as weight for Weight, waist for Waist.",
+        ),
+        (
+            "wines",
+            "sends it to POST /classify with its id wine_id (a new random integer),",
+            "holds cultivar, the label (the class predicted); scores, the probability of each "
+            "class; all, the whole prediction; wine, the wine_id sent.",
+            "goes to POST /cultivar as cultivar.",
+        ),
+    ],
+)
+def test_the_page_says_and_tells_the_script_the_contract(name, sent, answer, update, tmp_path):
+    model_dir = TITANIC if name == "tutorial" else brief_dir(name, tmp_path)
+    settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "MODEL_DIR": str(model_dir)}
+    app = service.create_app(settings)
+    contract, how_sent, answer_words, model_words = contract_of_page(app.test_client())
+    described = app.config["MODEL"].contract.describe(app.config["MODEL"].task)
+    assert {key: contract[key] for key in described} == described  # /health's block
+    assert contract["id_columns"] == (["Jumps"] if name == "athletes" else [])
+    assert sent in how_sent and answer in answer_words and update in model_words
+    if name == "athletes":  # the id's column says so
+        form = form_of(app.test_client())
+        hint = form.controls["Jumps"]["aria-describedby"].split()[0]
+        page = app.test_client().get("/").get_data(as_text=True)
+        assert re.search(rf'id="{hint}">[^<]*; part of the id</span>', page)
 
 
 def test_the_pages_load_only_from_their_own_origin_and_the_api_stays_json(tmp_path):
@@ -593,6 +657,53 @@ def test_the_page_shows_the_answer_of_each_task(browser, name, tmp_path):
         assert json.loads(again.stdout) == answer  # the curl line sends the same request
         screenshot(browser, tmp_path, f"try-the-model-{name}")
         assert_only_own_origin(browser, site)
+
+
+@pytest.mark.slow
+def test_the_page_speaks_a_briefs_contract_in_the_browser(browser, tmp_path):
+    """The stop-and-search brief: the form posts a flat body under a new string id to the
+    brief's route, and shows its answer, {"outcome": true}, as the decision."""
+    with example_server("stop_and_search", tmp_path) as server:
+        site = Site("stop-and-search", server, STOP_AND_SEARCH_FORM, traffic=None)
+        route = server.app.config["MODEL"].contract.predict_path
+        requests_made(browser)  # forget the requests of the tests before this one
+        open_page(browser, site, "/")
+        fill_in(browser, site.example)
+        assert submit_and_wait(browser) == "answered"
+
+        body, command = sent_request(browser)
+        request = json.loads(body)
+        assert command[4] == f"{site.url}{route}" and route.rstrip("/") == "/should_search"
+        assert f"{site.url}{route}" in requests_made(browser)  # where the page posted
+        assert re.fullmatch(r"try-[0-9a-f]{16}", request.pop("observation_id"))
+        assert request == site.example  # the features at the top level, next to the id
+        answer = json.loads(text_of(browser, "answer"))
+        same = requests.post(
+            f"{site.url}/should_search/", json={**site.example, "observation_id": "api"}
+        )
+        assert answer == same.json() == {"outcome": True}  # the brief's example: search
+        assert text_of(browser, "decision") == "class true"
+        assert text_of(browser, "meaning").startswith(
+            "The model's probability of class true is at least the threshold 0.1, so the "
+            "decision is class true."
+        )
+        again = subprocess.run(["bash", "-c", text_of(browser, "curl")], capture_output=True)
+        assert json.loads(again.stdout) == answer  # the curl line sends the same request
+        screenshot(browser, tmp_path, "try-the-model-stop-and-search")
+
+        # A refused value is named as the brief names it: the column alone, no "observation.".
+        fill_in(browser, {"Part of a policing operation": None})
+        assert submit_and_wait(browser) == "refused"
+        message = "Part of a policing operation is required: it cannot be missing, null or NaN"
+        assert text_of(browser, "error-message") == message
+        field = browser.find_element(by("NAME"), "Part of a policing operation")
+        assert field.get_attribute("aria-invalid") == "true"
+        assert browser.switch_to.active_element == field
+        assert_only_own_origin(browser, site)
+
+
+# What a person types: the brief's example search (a date-time as text, a yes/no choice).
+STOP_AND_SEARCH_FORM = BRIEF_OBSERVATIONS["stop_and_search"]
 
 
 def check_probabilities_shown(browser, answer):

@@ -1,7 +1,9 @@
 """POST /predict-batch, in-process, on SQLite and (with TEST_DATABASE_URL) PostgreSQL.
 
 The oracle for every item is /predict itself: the same items, sent one at a time in the
-same order to a fresh service, must get the same statuses, probabilities and errors.
+same order to a fresh service, must get the same statuses, probabilities and errors. Under
+a brief's contract (the stop-and-search example: a flat body, a string id, a decision), the
+items are that contract's bodies and the results carry its id field and its answer.
 """
 
 import dataclasses
@@ -10,13 +12,9 @@ import math
 
 import pytest
 from conftest import EXAMPLE, ROOT, free_port, service
-from reliability_helpers import (
-    check_against_spec,
-    pipeline_probabilities,
-    random_observations,
-    stored_rows,
-)
-from test_smoke_check import TASK_EXAMPLES
+from reliability_helpers import pipeline_probabilities, random_observations, stored_rows
+from test_openapi import check_against_spec
+from test_smoke_check import STOP_AND_SEARCH, TASK_EXAMPLES, brief_dir
 
 import predict_batch
 import serving
@@ -107,7 +105,7 @@ def test_every_task_gets_what_predict_would_answer(name, tmp_path):
         {"id": 3, "observation": {}},  # invalid
     ]
     response = post_batch(app.test_client(), items)
-    check_against_spec(response, "/predict-batch", "POST")
+    check_against_spec(response, "/predict-batch", "POST", app.config["MODEL"])
     results = response.json["results"]
 
     expected = one_at_a_time(tmp_path, items, **settings)
@@ -118,6 +116,54 @@ def test_every_task_gets_what_predict_would_answer(name, tmp_path):
     answer_keys = {"wine": {"label", "probabilities"}}.get(name, {"prediction"})
     assert set(results[0]) == {"status", *answer_keys}
     assert results[2] == results[0]  # the stored answer, bit for bit
+
+
+def test_a_briefs_items_are_its_bodies_and_its_results_carry_its_id_and_answer(
+    database_url, tmp_path
+):
+    """The stop-and-search brief: each item a flat /should_search body under a string id;
+    each result {"observation_id": ..., "status": ..., "outcome": <a decision>}."""
+    settings = {"MODEL_DIR": str(brief_dir("stop_and_search", tmp_path))}
+    app = service.create_app({"DATABASE_URL": database_url, **settings})
+    model, client = app.config["MODEL"], app.test_client()
+    search = {"observation_id": "2022-005608", **STOP_AND_SEARCH}
+    items = [
+        search,
+        dict(search, observation_id="2022-005609", Latitude=None),  # a missing value
+        dict(search, Latitude=51.5),  # the first id, another search: a conflict
+        dict(search, observation_id=""),  # an empty id
+        dict(search, observation_id="2022-005610", **{"Part of a policing operation": None}),
+        {"observation_id": "2022-005611", "observation": STOP_AND_SEARCH},  # nested: invalid
+    ]
+    response = post_batch(client, items)
+    assert response.status_code == 200, response.json
+    check_against_spec(response, "/predict-batch", "POST", model)
+    results = response.json["results"]
+
+    expected = one_at_a_time_at(tmp_path, "/should_search", items, **settings)
+    assert [r["status"] for r in results] == [200, 200, 409, 422, 422, 422]
+    assert [r["observation_id"] for r in results] == [
+        "2022-005608", "2022-005609", "2022-005608", None, "2022-005610", "2022-005611"
+    ]  # fmt: skip
+    for result, oracle in zip(results, expected, strict=True):
+        assert result.pop("observation_id") is None or "error" in result or "outcome" in result
+        assert result == oracle, (result, oracle)
+    assert results[0]["outcome"] is True  # the brief's example: search
+    assert results[2]["error"].startswith('Observation ID "2022-005608" already exists')
+    assert results[5]["error"].startswith("Part of a policing operation is required")
+    # The batch's rows are what /should_search stores: a later retry of one is answered alike.
+    again = client.post("/should_search/", json=items[1])
+    assert again.status_code == 200 and again.json == {"outcome": results[1]["outcome"]}
+
+
+def one_at_a_time_at(tmp_path, path, items, **settings):
+    """What `path` answers for each item, sent in order to a fresh service (the oracle)."""
+    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}", **settings})
+    client = app.test_client()
+    return [
+        {"status": response.status_code, **response.json}
+        for response in (client.post(path, data=json.dumps(item)) for item in items)
+    ]
 
 
 def test_probabilities_equal_one_row_scoring(client, database_url):

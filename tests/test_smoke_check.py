@@ -1,14 +1,18 @@
-"""smoke_check.py, run as a student runs it, against live local servers.
+"""clients/smoke_check.py, run as a student runs it, against live local servers, for the
+tutorial's contract and for briefs (api.toml): a flat body with a string id and a decision,
+a composite key, the features under another field.
 
-Against the example models of the other tasks (examples/), the app is served in a thread of
-the test process (InProcessServer): the script needs HTTP, not gunicorn, and this costs a
-tenth of a second instead of seconds. test_batch_score.py and test_pages.py use it too.
+Against the example models and the briefs, the app is served in a thread of the test
+process (InProcessServer): the script needs HTTP, not gunicorn, and this costs a tenth of a
+second instead of seconds. test_score_csv.py, test_pages.py and test_openapi.py use it, and
+the briefs below, too.
 """
 
 import ast
 import io
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,10 +26,9 @@ from playhouse.db_url import connect
 from test_tutorial import TutorialServer
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-import replay_traffic
-import smoke_check
+from clients import replay_traffic, smoke_check
 
-SCRIPT = str(ROOT / "smoke_check.py")
+SCRIPT = str(ROOT / "clients" / "smoke_check.py")
 
 # An observation for each example model (examples/<name>): the first row of its data set.
 TASK_EXAMPLES = {
@@ -41,6 +44,73 @@ TASK_EXAMPLES = {
     },
     "linnerud": {"Chins": 5, "Situps": 162, "Jumps": 60},  # regression, Weight and Waist
 }  # fmt: skip
+
+# The stop-and-search brief's example search (examples/stop_and_search): {"outcome": true}.
+STOP_AND_SEARCH = {
+    "Type": "Person and Vehicle search",
+    "Date": "2022-10-21T12:26:00+01:00",
+    "Part of a policing operation": False,
+    "Latitude": 50.787215,
+    "Longitude": -3.277162,
+    "Gender": "Male",
+    "Age range": "18-24",
+    "Officer-defined ethnicity": "White",
+    "Legislation": "Misuse of Drugs Act 1971 (section 23)",
+    "Object of search": "Controlled drugs",
+    "station": "devon-and-cornwall",
+}
+
+# Briefs beside an example model: every key of api.toml unlike the tutorial's.
+ATHLETES_TOML = """
+[predict]
+path = "/forecast_measures/"
+id = ["athlete", "Jumps"]   # a string, and a column of the model (an integer)
+id_type = "string"
+observation = ""
+answer = { weight = "prediction.Weight", waist = "prediction.Waist" }
+
+[update]
+path = "/measured"
+true = { Weight = "weight", Waist = "waist" }
+answer = { athlete = "request.athlete", Jumps = "request.Jumps", weight = "request.weight", predicted_weight = "prediction.Weight" }
+"""  # noqa: E501
+WINES_TOML = """
+[predict]
+path = "/classify"
+id = "wine_id"
+observation = "sample"
+answer = { cultivar = "prediction.label", scores = "prediction.probabilities", all = "prediction", wine = "request.wine_id" }
+
+[update]
+path = "/cultivar"
+true = "cultivar"
+"""  # noqa: E501
+BRIEFS = {  # name: (the example model, its api.toml); None: the folder ships its own
+    "stop_and_search": None,
+    "athletes": ("linnerud", ATHLETES_TOML),
+    "wines": ("wine", WINES_TOML),
+}
+BRIEF_OBSERVATIONS = {
+    "stop_and_search": STOP_AND_SEARCH,
+    "athletes": TASK_EXAMPLES["linnerud"],
+    "wines": TASK_EXAMPLES["wine"],
+}
+
+
+def example_dir(name):
+    return str(ROOT / "examples" / name)
+
+
+def brief_dir(name, folder):
+    """The folder of a brief: the model's artifacts and its api.toml (copied into `folder`)."""
+    if BRIEFS[name] is None:
+        return ROOT / "examples" / name
+    example, toml = BRIEFS[name]
+    target = folder / name
+    if not target.exists():
+        shutil.copytree(ROOT / "examples" / example, target)
+        (target / "api.toml").write_text(toml)
+    return target
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -74,18 +144,19 @@ class InProcessServer:
 
 
 def example_server(name, folder, **settings):
-    """An InProcessServer of examples/<name> on a fresh SQLite file in `folder`."""
+    """An InProcessServer of examples/<name>, or of a brief, on a fresh SQLite file."""
+    model_dir = brief_dir(name, folder) if name in BRIEFS else example_dir(name)
     return InProcessServer(
         {
             "DATABASE_URL": f"sqlite:///{folder / f'{name}.db'}",
-            "MODEL_DIR": str(ROOT / "examples" / name),
+            "MODEL_DIR": str(model_dir),
             **settings,
         }
     )
 
 
 def smoke(*arguments):
-    """python smoke_check.py <arguments> -> (exit code, what it printed)."""
+    """python clients/smoke_check.py <arguments> -> (exit code, what it printed)."""
     result = subprocess.run(
         [sys.executable, SCRIPT, *arguments], capture_output=True, text=True, timeout=120
     )
@@ -94,6 +165,11 @@ def smoke(*arguments):
 
 def lines_starting(output, word):
     return [line for line in output.splitlines() if line.startswith(word)]
+
+
+def named(check, predict="/predict", update="/update"):
+    """A check's name as printed, with the contract's routes."""
+    return check.format(predict=predict, update=update)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +184,9 @@ def shared_server():
         folder.cleanup()
 
 
+# --- Whole runs ---------------------------------------------------------------------------
+
+
 @pytest.mark.slow
 def test_a_healthy_service_passes_every_check(start_server, database_url):
     server = start_server(database_url, workers=2)
@@ -118,6 +197,7 @@ def test_a_healthy_service_passes_every_check(start_server, database_url):
     assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
     assert not lines_starting(output, "FAIL") and not lines_starting(output, "WARN")
     assert f"{len(smoke_check.CHECKS)} of {len(smoke_check.CHECKS)} checks passed" in output
+    assert "contract: POST /predict: id id (integer), the features in observation" in output
     # What it leaves in the database: one prediction, under a big id, labelled.
     database = connect(database_url)
     with database:
@@ -151,48 +231,201 @@ def test_a_model_of_another_task_passes_every_check(name, tmp_path):
         assert truth == prediction and set(truth) == {"Weight", "Waist"}
 
 
+def test_the_stop_and_search_brief_passes_every_check_as_a_student_runs_it(tmp_path):
+    """The script as a subprocess: its routes, a string id, a flat body, a decision."""
+    with example_server("stop_and_search", tmp_path) as server:
+        code, output = smoke(server.url, "--observation", json.dumps(STOP_AND_SEARCH))
+        [row] = list(service.Prediction.select())
+
+    assert code == 0, output
+    assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
+    for check in (smoke_check.PREDICT, smoke_check.UPDATE, smoke_check.UNKNOWN):
+        assert f"PASS  {named(check, '/should_search', '/search_result')}" in output
+    assert re.search(
+        r'PASS  POST /should_search .*\(id "smoke-[0-9a-f]{16}": outcome true\)', output
+    )
+    assert (
+        "contract: POST /should_search: id observation_id (string), the features at the top "
+        in output
+    )
+    assert "PASS  POST /search_result stores the true outcome (outcome true)" in output
+    # One row, under the string id, its body flat, its true outcome the positive class.
+    assert json.loads(row.observation_key).startswith("smoke-") and row.observation_id is None
+    assert json.loads(row.observation)["Latitude"] == STOP_AND_SEARCH["Latitude"]
+    assert json.loads(row.true_value) is True
+
+
+@pytest.mark.parametrize("name", ["athletes", "wines"])
+def test_a_composite_key_and_another_observation_field_pass_every_check(name, tmp_path):
+    out = io.StringIO()
+    observation = BRIEF_OBSERVATIONS[name]
+    with example_server(name, tmp_path) as server:
+        code = smoke_check.main([server.url, "--observation", json.dumps(observation)], out=out)
+        [row] = list(service.Prediction.select())
+    output = out.getvalue()
+
+    assert code == 0, output
+    assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
+    key = json.loads(row.observation_key)
+    if name == "athletes":  # the key: a random athlete, and the observation's Jumps
+        assert key[0].startswith("smoke-") and key[1] == observation["Jumps"]
+        assert "PASS  POST /measured stores the true outcome (weight " in output
+    else:
+        assert isinstance(key, int) and key >= 10**12
+        assert json.loads(row.observation)["sample"] == observation
+
+
+# --- The answers, checked key by key as the contract's sources say -------------------------
+
 MODELS = {  # what /health reports of each task's model
     "binary": {"task": "binary", "classes": [0, 1], "threshold": 0.5, "positive_class": 1},
+    "brief": {"task": "binary", "classes": [False, True], "threshold": 0.1, "positive_class": True},
     "multiclass": {"task": "multiclass", "classes": ["a", "b", 3]},
     "regression": {"task": "regression", "targets": None},
     "two targets": {"task": "regression", "targets": ["w", "h"]},
 }
 
 
+def brief(model, answer, **predict):
+    """A Brief whose predict route answers `answer` ({key: source})."""
+    described = smoke_check.tutorial_contract(MODELS[model])
+    described["predict"].update(answer=answer, **predict)
+    return smoke_check.Brief(described, MODELS[model])
+
+
 @pytest.mark.parametrize(
     ("model", "body", "problem"),
     [
         ("binary", {"proba": 0.3}, None),
-        ("binary", {"proba": 1.5}, "no proba from 0 to 1"),
-        ("binary", {"label": 1}, "no proba from 0 to 1"),
+        ("binary", {"proba": 1.5}, "proba: 1.5 is no probability (0 to 1)"),
+        ("binary", {"label": 1}, "the answer has no proba"),
+        ("binary", {"proba": 0.3, "label": 1}, "keys the contract does not name: label"),
         ("multiclass", {"label": 3, "probabilities": {"a": 0.2, "b": 0.3, "3": 0.5}}, None),
         ("multiclass", {"label": "3", "probabilities": {}}, 'the label "3" is not one of'),
         ("multiclass", {"label": "a", "probabilities": {"a": 1.0}}, "one entry per class: 3, a"),
         ("multiclass", {"label": "a", "probabilities": {"a": 0.6, "b": 0.6, "3": 0}}, "add up"),
         ("regression", {"prediction": -2.5}, None),
-        ("regression", {"prediction": "2.5"}, "not a finite number"),
-        ("regression", {"proba": 0.5}, "not a finite number"),
+        ("regression", {"prediction": "2.5"}, "is not a finite number"),
+        ("regression", {"proba": 0.5}, "the answer has no prediction"),
         ("two targets", {"prediction": {"w": 1, "h": 2.5}}, None),
         ("two targets", {"prediction": {"w": 1}}, "a finite number for each target: w, h"),
         ("two targets", {"prediction": 3.0}, "a finite number for each target"),
     ],
 )
-def test_each_task_answer_is_checked_for_its_own_keys_and_types(model, body, problem):
+def test_each_tutorial_answer_is_checked_for_its_own_keys_and_types(model, body, problem):
     response = smoke_check.Response(200, json.dumps(body).encode())
     found = smoke_check.answer_problem(response, MODELS[model])
     assert found == problem if problem is None else problem in found
 
 
+DECISION = {"outcome": "prediction.decision"}
+BOTH = {"p": "prediction.probability", "d": "prediction.decision"}
+WHOLE = {"all": "prediction"}
+ECHO = {"id": "request.observation_id", **DECISION}
+
+
+@pytest.mark.parametrize(
+    ("answer", "body", "problem"),
+    [
+        (DECISION, {"outcome": True}, None),
+        (DECISION, {"outcome": 0.3}, "outcome: 0.3 is no decision (a boolean)"),
+        (DECISION, {"outcome": "true"}, 'outcome: "true" is no decision'),
+        (DECISION, {}, "the answer has no outcome"),
+        (DECISION, {"outcome": True, "proba": 0.3}, "keys the contract does not name: proba"),
+        ({"outcome": "prediction.label"}, {"outcome": True}, None),
+        ({"outcome": "prediction.label"}, {"outcome": 1}, "the label 1 is not one of"),
+        (BOTH, {"p": 0.2, "d": True}, None),
+        (BOTH, {"p": 0.05, "d": True}, "does not follow from the probability 0.05"),
+        (WHOLE, {"all": {"probability": 0.2, "decision": True, "label": True}}, None),
+        (WHOLE, {"all": {"probability": 0.2}}, "an object of probability, decision"),
+        (ECHO, {"id": "a1", "outcome": False}, None),
+        (ECHO, {"id": "b2", "outcome": False}, 'id: "b2" is not the observation_id sent'),
+    ],
+)
+def test_each_key_of_a_briefs_answer_is_checked_as_its_source_says(answer, body, problem):
+    sent = {"observation_id": "a1", **STOP_AND_SEARCH}
+    contract = brief(
+        "brief",
+        answer,
+        id=["observation_id"],
+        id_types={"observation_id": "string"},
+        observation="",
+    )
+    response = smoke_check.Response(200, json.dumps(body).encode())
+    found = smoke_check.answer_problem(response, MODELS["brief"], contract, sent)
+    assert found == problem if problem is None else problem in found
+
+
+def test_a_conflict_may_leave_out_what_the_request_said():
+    """A 409 answers the model's part: a key quoting the request is null there."""
+    contract = brief("brief", {"id": "request.observation_id", **DECISION})
+    body = {"error": "Observation ID ... already exists", "id": None, "outcome": True}
+    response = smoke_check.Response(409, json.dumps(body).encode())
+    assert smoke_check.answer_problem(response, MODELS["brief"], contract, conflict=True) is None
+    assert (
+        smoke_check.answer_problem(
+            smoke_check.Response(409, b'{"error": "x"}'), MODELS["brief"], contract, conflict=True
+        )
+        == "the answer has no id, outcome"
+    )
+
+
+def test_a_service_from_before_contracts_is_spoken_to_as_the_tutorial():
+    model = MODELS["binary"]
+    old = smoke_check.read_brief({"status": "ok", "model": model}, model)
+    assert (old.predict_path, old.update_path, old.id_fields) == ("/predict", "/update", ["id"])
+    assert old.predict_body({"id": 3}, {"a": 1}) == {"id": 3, "observation": {"a": 1}}
+    assert smoke_check.read_brief({"contract": {"predict": {}}}, model) is None  # unreadable
+
+
+def test_the_bodies_follow_the_contracts_shape_and_id_types():
+    model = {**MODELS["two targets"], "columns": ["Chins", "Jumps"]}
+    described = {
+        "predict": {
+            "path": "/forecast",
+            "id": ["athlete", "Jumps"],
+            "id_types": {"athlete": "string", "Jumps": "integer"},
+            "observation": "",
+            "answer": {"weight": "prediction.w"},
+        },
+        "update": {"path": "/measured", "true": {"w": "weight", "h": "height"}, "answer": {}},
+    }
+    contract = smoke_check.Brief(described, model)
+    ids = contract.fresh_ids({"Chins": 5, "Jumps": 60})
+    assert ids["Jumps"] == 60 and re.fullmatch(r"smoke-[0-9a-f]{16}", ids["athlete"])
+    assert contract.predict_body(ids, {"Chins": 5, "Jumps": 60}) == {"Chins": 5, **ids}
+    update = contract.update_body(ids, {"w": 70.0, "h": 1.8})
+    assert update == {**ids, "weight": 70.0, "height": 1.8}
+    assert contract.client_id(ids) == ids  # a composite id: every field
+    # The conflict and the invalid observation leave the id's columns alone.
+    assert smoke_check.changed_copy({"Jumps": 60, "Chins": 5}, keep=["Jumps"]) == {
+        "Jumps": 60,
+        "Chins": 6,
+    }
+    assert smoke_check.wrongly_typed_copy({"Jumps": 60, "Chins": 5}, keep=["Jumps"]) == {
+        "Jumps": 60,
+        "Chins": "not a number",
+    }
+
+
 def test_the_update_sends_the_field_and_a_value_of_the_task():
     assert smoke_check.some_truth(MODELS["binary"]) == 1  # the positive class
+    assert smoke_check.some_truth(MODELS["brief"]) is True
     assert smoke_check.some_truth({}) == 1  # a service from before any task: 0 and 1
     assert smoke_check.some_truth(MODELS["multiclass"]) == "a"
     assert smoke_check.some_truth(MODELS["two targets"]) == {"w": 0.0, "h": 0.0}
-    answer = {"label": 3, "probabilities": {"a": 0.2, "b": 0.3, "3": 0.5}}
-    assert smoke_check.truth_for(answer, MODELS["multiclass"]) == 3  # the prediction itself
-    assert smoke_check.truth_for({"prediction": 2.5}, MODELS["regression"]) == 2.5
+    assert smoke_check.truth_for({"label": 3}, MODELS["multiclass"]) == 3  # the prediction
+    assert smoke_check.truth_for({}, MODELS["multiclass"]) == "a"  # an answer without it
+    assert smoke_check.truth_for({"value": 2.5}, MODELS["regression"]) == 2.5
+    assert smoke_check.truth_for({"w": 1.0, "h": 2.0}, MODELS["two targets"]) == {
+        "w": 1.0,
+        "h": 2.0,
+    }
     fields = {task: smoke_check.TRUTH_FIELDS[task] for task in ("binary", "regression")}
     assert fields == {"binary": "true_class", "regression": "true_value"}
+
+
+# --- replay_traffic.py, which speaks the contract too --------------------------------------
 
 
 def test_the_replay_refuses_another_model_in_one_sentence(tmp_path, capsys):
@@ -221,7 +454,45 @@ def test_the_replay_sends_the_outcome_under_the_tasks_field():
             replay_traffic.truth_field_for(model)
 
 
+TITANIC_BRIEF = {  # the passengers under a brief's contract: flat, string ids, "survived"
+    "predict": {
+        "path": "/will_survive",
+        "id": ["passenger"],
+        "id_types": {"passenger": "string"},
+        "observation": "",
+        "answer": {"survives": "prediction.decision"},
+    },
+    "update": {"path": "/survived", "true": "survived", "answer": "the stored row"},
+}
+
+
+def test_the_replay_speaks_the_contract_of_health():
+    titanic = {"task": "binary", "classes": [0, 1], "columns": EXAMPLE_COLUMNS}
+    assert replay_traffic.truth_field_for(titanic, TITANIC_BRIEF) == "survived"
+    sent = []
+
+    def post(path, body):
+        sent.append((path, body))
+        return 200, {}
+
+    passengers = [(7, dict(EXAMPLE), 1), (9, dict(EXAMPLE, Pclass=3), 0)]
+    answered = replay_traffic.replay(post, passengers, first_id=100, contract=TITANIC_BRIEF)
+    assert answered == ({200: 2}, {200: 2})
+    assert sorted(sent, key=str)[:2] == [
+        ("/survived", {"passenger": "107", "survived": 1}),
+        ("/survived", {"passenger": "109", "survived": 0}),
+    ]
+    assert ("/will_survive", {**EXAMPLE, "passenger": "107"}) in sent
+    composite = json.loads(json.dumps(TITANIC_BRIEF))
+    composite["predict"]["id"] = ["passenger", "Pclass"]
+    with pytest.raises(replay_traffic.NotTheTutorialModel, match="not one field of its own"):
+        replay_traffic.truth_field_for(titanic, composite)
+
+
 EXAMPLE_COLUMNS = list(EXAMPLE)
+
+
+# --- What goes wrong, and what the script says --------------------------------------------
 
 
 @pytest.mark.slow
@@ -233,7 +504,7 @@ def test_an_observation_for_another_model_says_which_columns_to_send(shared_serv
     assert "it lacks ['Pclass', 'Sex', 'Age'" in output
     assert "--observation" in output.split(f"FAIL  {smoke_check.FITS}")[1]
     assert len(lines_starting(output, "SKIP")) == 4  # the checks that need a prediction
-    assert f"PASS  {smoke_check.UNKNOWN}" in output
+    assert f"PASS  {named(smoke_check.UNKNOWN)}" in output
 
 
 @pytest.mark.slow
@@ -255,7 +526,7 @@ def test_a_deployed_service_on_sqlite_gets_a_warning(shared_server, monkeypatch)
 @pytest.mark.slow
 def test_a_server_that_is_not_the_service_fails_with_what_to_fix():
     """The tutorial's first step answers /predict with 0.5 and has no /health."""
-    server = TutorialServer("tutorial/step1_always_half.py")
+    server = TutorialServer("tutorial/step1_always_half.py", cwd=ROOT)
     try:
         server.wait_until_listening()
         code, output = smoke(server.url)
@@ -323,17 +594,20 @@ def test_the_conflicting_and_the_invalid_observations_differ_as_intended():
     assert smoke_check.changed_copy({"Sex": "male"}) == {"Sex": None}
     assert smoke_check.changed_copy({"flag": True}) is None
     assert smoke_check.wrongly_typed_copy(EXAMPLE)["Pclass"] == "not a number"
-    assert smoke_check.wrongly_typed_copy({"Sex": "male"}) is None
+    assert smoke_check.wrongly_typed_copy({"Sex": "male"}) == {"Sex": 0}
+    assert smoke_check.wrongly_typed_copy({"flag": True}) == {"flag": "not a boolean"}
+    assert smoke_check.wrongly_typed_copy({"Cabin": None}) is None
 
 
-def test_fresh_ids_are_far_above_typical_ids():
-    ids = {smoke_check.fresh_id() for _ in range(100)}
+def test_fresh_ids_are_far_above_typical_ids_or_plainly_the_scripts():
+    ids = {smoke_check.random_id("integer") for _ in range(100)}
     assert all(10**12 <= i < 2**62 for i in ids) and len(ids) == 100
+    assert re.fullmatch(r"smoke-[0-9a-f]{16}", smoke_check.random_id("string"))
 
 
 def test_it_needs_only_the_standard_library():
     """A student runs it with any Python, without the project's requirements."""
-    tree = ast.parse((ROOT / "smoke_check.py").read_text())
+    tree = ast.parse((ROOT / "clients" / "smoke_check.py").read_text())
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

@@ -35,7 +35,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-import replay_traffic
+from clients import replay_traffic
 
 TOKEN = "t"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,27 +1,34 @@
 """Score every row of a CSV file with the service: its answer, or why it has none.
 
-    python batch_score.py URL INPUT.csv OUTPUT.csv [--id-column id] [--batch-size 500]
+    python clients/score_csv.py URL INPUT.csv OUTPUT.csv [--id-column id] [--batch-size 500]
     make score URL=http://localhost:5000 IN=examples/passengers.csv OUT=scored.csv
 
-INPUT.csv holds one observation per row: an id column (an integer that identifies the
-row: the service stores each prediction under it) and the model's columns, which GET
-/health lists. Other columns are ignored. A value is parsed by the dtype /health reports
-for its column, so that "3" in an integer column is sent as 3 and "C85" stays a string;
-an empty cell is a missing value. A value that does not parse is sent as it is, and the
-service says what is wrong with it in that row's error.
+It speaks the contract that GET /health reports (a service from before contracts: the
+tutorial's), through its batch route (POST /predict-batch unless the brief names another).
 
-OUTPUT.csv holds the input columns, unchanged, plus the answer's columns, `status` and
-`error` (the answer of POST /predict-batch for that row: 200 with the answer, 409 with the
-answer and an error, 422 with an error), one line per input row, in order. The answer's
-columns follow the model's task, which /health reports; they hold what /predict-batch
-answers, nothing computed here:
+INPUT.csv holds one observation per row: the id column(s) and the model's columns, which
+GET /health lists. The id columns are named like the contract's id fields (`id` for the
+tutorial, `observation_id` for the stop-and-search brief, every field of a composite key);
+--id-column names another column for a one-field id. An id is read as the contract types
+it (an integer, or a string). Other columns are ignored. A value is parsed by the dtype
+/health reports for its column, so that "3" in an integer column is sent as 3 and "C85"
+stays a string; an empty cell is a missing value. A value that does not parse is sent as it
+is, and the service says what is wrong with it in that row's error. Each row is sent in the
+contract's shape: the features nested in the observation field, or next to the id.
 
-    binary classifier      proba (the probability of the positive class)
-    multiclass classifier  label, then proba_<class> for each class, in the model's order
-    regressor              prediction, or prediction_<target> for each of several targets
+OUTPUT.csv holds the input columns, unchanged, plus one column per key of the contract's
+answer, `status` and `error` (the answer of the batch route for that row: 200 with the
+answer, 409 with the answer and an error, 422 with an error), one line per input row, in
+order. A key whose value is an object gets a column per entry, named <key>_<entry>:
 
-It is written to a temporary file renamed at the end: an interrupted run leaves no
-half-written output.
+    tutorial binary classifier    proba (the probability of the positive class)
+    tutorial multiclass           label, then probabilities_<class> for each class
+    tutorial regressor            prediction, or prediction_<target> for each target
+    stop-and-search brief         outcome (the decision: true or false)
+
+They hold what the service answers, nothing computed here (booleans, and labels that are
+not strings, written as JSON writes them: true, 1). OUTPUT.csv is written to a temporary
+file renamed at the end: an interrupted run leaves no half-written output.
 
 A progress bar shows rows/s. Answers 502, 503 and 504, timeouts and dropped connections
 are retried with backoff for up to --retry-for seconds: the ids make every request
@@ -63,13 +70,16 @@ class UsageError(Exception):
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
-        description="Score every row of a CSV file with the service's POST /predict-batch.",
+        description="Score every row of a CSV file with the service's batch route.",
         epilog="Exit status: 0 every row scored, 1 some rows have an error, 2 usage error.",
     )
     parser.add_argument("url", help="the service, e.g. https://my-app.up.railway.app")
     parser.add_argument("input", type=Path, help="the CSV file to score")
     parser.add_argument("output", type=Path, help="the CSV file to write (replaced)")
-    parser.add_argument("--id-column", default="id", help="the column of ids (default: id)")
+    parser.add_argument(
+        "--id-column",
+        help="the CSV column of a one-field id (default: the contract's id field, e.g. id)",
+    )
     parser.add_argument(
         "--batch-size", type=positive, default=500, help="rows per request (default: 500)"
     )
@@ -152,50 +162,137 @@ def converter(dtype_name):
 
 
 # ---------------------------------------------------------------------------------------
-# From the answer of each row to the columns of OUTPUT.csv, by the model's task
+# The contract, as /health reports it: the id, the body, the answer's columns
 # ---------------------------------------------------------------------------------------
+
+
+def tutorial_contract(model):
+    """The contract of a service whose /health describes none: the tutorial's."""
+    targets = model.get("targets") or []
+    answers = {
+        "binary": {"proba": "prediction.probability"},
+        "multiclass": {"label": "prediction.label", "probabilities": "prediction.probabilities"},
+        "regression": {"prediction": "prediction" if len(targets) > 1 else "prediction.value"},
+    }
+    task = model.get("task") or "binary"
+    if task not in answers:
+        raise UsageError(
+            f"The service's model is a {task!r} model, which this score_csv.py cannot write: "
+            "use the score_csv.py of the service's own release."
+        )
+    return {
+        "predict": {
+            "id": ["id"],
+            "id_types": {"id": "integer"},
+            "observation": "observation",
+            "answer": answers[task],
+        },
+        "batch": {"path": "/predict-batch"},
+    }
+
+
+@dataclass
+class Brief:
+    """What the rows become, and what the answers fill: read from GET /health."""
+
+    converters: dict  # model column -> how its cells become JSON values
+    id_columns: dict  # id field -> the CSV column that holds it
+    id_kinds: dict  # id field -> "integer" or "string"
+    observation_field: str  # "" = the features next to the id
+    batch_path: str
+    answers: "AnswerColumns"
+
+    def items(self, frame, present):
+        """The batch items of a chunk of the CSV, in the contract's shape."""
+        ids = {
+            name: [ID_CONVERTERS[self.id_kinds[name]](text) for text in frame[column]]
+            for name, column in self.id_columns.items()
+        }
+        values = {
+            column: [self.converters[column](text) for text in frame[column]] for column in present
+        }
+        return [
+            self.body(
+                {name: ids[name][row] for name in ids},
+                {column: values[column][row] for column in values},
+            )
+            for row in range(len(frame))
+        ]
+
+    def body(self, ids, features):
+        """One predict body: the features nested in the observation field, or next to the id."""
+        if self.observation_field:
+            return {**ids, self.observation_field: features}
+        return {**features, **ids}
+
+
+ID_CONVERTERS = {"integer": to_integer, "string": to_string}
 
 
 @dataclass
 class AnswerColumns:
-    """The columns the answers of a task fill (see the module's docstring)."""
+    """The columns the answers fill: one per key of the answer, or per entry of an object."""
 
     paths: dict  # column -> where its value is in a result: ("probabilities", "class_0")
     noun: str  # what a row with an answer has, for the summary
 
     def cells(self, result):
         """One value per column; None for a row without an answer (a 422)."""
-        return [dig(result, path) for path in self.paths.values()]
+        return [cell(dig(result, path)) for path in self.paths.values()]
 
 
-def answer_columns(model):
-    """The columns for the task that /health reports (older services: a binary proba)."""
-    task = model.get("task") or "binary"
+NOUNS = {
+    "probability": "a probability",
+    "decision": "a decision",
+    "label": "a label",
+    "probabilities": "probabilities",
+}
+
+
+def answer_columns(model, answer):
+    """The columns of the contract's answer ({key: source}), in its order."""
+    paths = {}
+    for key, source in answer.items():
+        entries = source_entries(source, model)
+        if entries is None:
+            paths[key] = (key,)
+        for entry in entries or []:
+            paths["_".join([key, *entry])] = (key, *entry)
+    first = next(iter(answer.values()), "")
+    where, _, name = first.partition(".")
+    noun = "an answer" if where != "prediction" else NOUNS.get(name, "a prediction")
+    return AnswerColumns(paths, noun)
+
+
+def source_entries(source, model):
+    """The entries of an object-valued source, one column each; None for a single value."""
+    where, _, name = source.partition(".")
+    if where != "prediction" or name not in ("", "probabilities"):
+        return None
+    classes = [(json_key(label),) for label in model.get("classes") or []]
+    if name == "probabilities":
+        return classes
+    task, targets = model.get("task") or "binary", model.get("targets") or []
     if task == "binary":
-        return AnswerColumns({"proba": ("proba",)}, "a probability")
+        return [("probability",), ("decision",), ("label",)]
     if task == "multiclass":
-        names = [json_key(label) for label in model.get("classes") or []]
-        paths = {f"proba_{name}": ("probabilities", name) for name in names}
-        return AnswerColumns({"label": ("label",), **paths}, "a label")
-    if task == "regression":
-        targets = model.get("targets") or []
-        if len(targets) <= 1:  # one number, named by targets.json or not
-            return AnswerColumns({"prediction": ("prediction",)}, "a prediction")
-        paths = {f"prediction_{target}": ("prediction", target) for target in targets}
-        return AnswerColumns(paths, "a prediction")
-    raise UsageError(
-        f"The service's model is a {task!r} model, which this batch_score.py cannot write: "
-        "use the batch_score.py of the service's own release."
-    )
+        return [("label",), *(("probabilities", key) for (key,) in classes)]
+    return [("value",), *((t,) for t in targets)] if len(targets) <= 1 else [(t,) for t in targets]
 
 
 def dig(result, path):
     value = result
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
-    if path == ("label",) and value is not None:
-        return json_key(value)  # a label true is written true, as JSON has it, not True
     return value
+
+
+def cell(value):
+    """What a CSV cell holds of a JSON value: numbers as they are, any other value as JSON
+    writes it (true, not True; the label 1 as 1, not 1.0 in a column with gaps)."""
+    if value is None or isinstance(value, str) or type(value) is float:
+        return value
+    return json.dumps(value)
 
 
 def json_key(label):
@@ -209,7 +306,7 @@ def json_key(label):
 
 
 class Service:
-    """POST /predict-batch with retries, one HTTP session per thread."""
+    """The batch route (POST /predict-batch) with retries, one HTTP session per thread."""
 
     def __init__(self, url, options):
         self.url = url
@@ -219,11 +316,12 @@ class Service:
         self.sessions = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.batch_path = "/predict-batch"  # until /health names the contract's
 
     def session(self):
         if not hasattr(self.local, "session"):
             self.local.session = requests.Session()
-            self.local.session.headers["User-Agent"] = "batch_score.py"
+            self.local.session.headers["User-Agent"] = "score_csv.py"
             with self.lock:
                 self.sessions.append(self.local.session)
         return self.local.session
@@ -235,9 +333,8 @@ class Service:
         for session in self.sessions:
             session.close()
 
-    def model(self):
-        """From GET /health: the converter of each of the model's columns, and the columns
-        its answers fill (AnswerColumns)."""
+    def brief(self):
+        """From GET /health: the model's columns and the contract (Brief)."""
         try:
             response = self.session().get(f"{self.url}/health", timeout=(CONNECT_TIMEOUT, 30))
         except requests.RequestException as error:
@@ -245,19 +342,24 @@ class Service:
                 f"Cannot reach the service at {self.url} ({describe(error)})."
             ) from None
         try:  # a 503 (database down) still names the model: the requests will be retried
-            model = response.json()["model"]
+            health = response.json()
+            model = health["model"]
             columns = list(model["columns"])
         except (ValueError, KeyError, TypeError):
             raise UsageError(
                 f"{self.url}/health answered HTTP {response.status_code} without the model's "
                 "columns: is this URL the prediction service?"
             ) from None
-        answers = answer_columns(model)
-        dtypes = model.get("dtypes")
-        if not isinstance(dtypes, dict):
-            say("The service reports no dtypes: numbers are sent as numbers, text as text.")
-            return {column: to_number_or_string for column in columns}, answers
-        return {column: converter(str(dtypes.get(column))) for column in columns}, answers
+        contract = health.get("contract") or tutorial_contract(model)
+        try:
+            brief = read_brief(contract, model, converters(model, columns), self.options)
+        except (KeyError, TypeError, AttributeError):
+            raise UsageError(
+                f"{self.url}/health describes a contract this score_csv.py cannot read: use "
+                "the score_csv.py of the service's own release."
+            ) from None
+        self.batch_path = brief.batch_path
+        return brief
 
     def score(self, items):
         """One result per item, in order; big batches are split if the service refuses them."""
@@ -268,8 +370,8 @@ class Service:
             return self.score(items[:half]) + self.score(items[half:])
         if response.status_code == 404:
             raise UsageError(
-                f"{self.url} has no POST /predict-batch: is it this service, deployed from a "
-                "version that has it?"
+                f"{self.url} has no POST {self.batch_path}: is it this service, deployed from "
+                "a version that has it?"
             )
         try:
             results = response.json()["results"] if response.status_code == 200 else None
@@ -290,7 +392,7 @@ class Service:
         while True:
             try:
                 response = self.session().post(
-                    f"{self.url}/predict-batch", data=body, headers=headers, timeout=timeout
+                    f"{self.url}{self.batch_path}", data=body, headers=headers, timeout=timeout
                 )
                 if response.status_code not in RETRY_STATUSES:
                     if problem is not None:
@@ -314,6 +416,35 @@ class Service:
             if self.stopping.wait(max(0.0, pause)):
                 raise UsageError("Stopped while retrying.")
             delay = min(delay * 2, 10)
+
+
+def converters(model, columns):
+    """How the cells of each model column become JSON values: by the dtypes /health reports."""
+    dtypes = model.get("dtypes")
+    if not isinstance(dtypes, dict):
+        say("The service reports no dtypes: numbers are sent as numbers, text as text.")
+        return dict.fromkeys(columns, to_number_or_string)
+    return {column: converter(str(dtypes.get(column))) for column in columns}
+
+
+def read_brief(contract, model, column_converters, options):
+    """The Brief of /health's contract block; --id-column renames a one-field id's column."""
+    predict = contract["predict"]
+    fields = [str(name) for name in predict["id"]]
+    if options.id_column is not None and len(fields) > 1:
+        raise UsageError(
+            f"--id-column names the column of a one-field id, and this service's id has "
+            f"{len(fields)} fields ({', '.join(fields)}): name the CSV's columns so."
+        )
+    columns = [options.id_column] if options.id_column is not None else fields
+    return Brief(
+        converters=column_converters,
+        id_columns=dict(zip(fields, columns, strict=True)),
+        id_kinds={name: predict["id_types"][name] for name in fields},
+        observation_field=str(predict["observation"]),
+        batch_path=str(contract["batch"]["path"]),
+        answers=answer_columns(model, dict(predict["answer"])),
+    )
 
 
 def say(message):
@@ -363,30 +494,24 @@ def cannot_read(path, error):
     return UsageError(f"Cannot read {path} as CSV ({reason}).")
 
 
-def check_files(options):
-    """The number of rows, after checking the input, its id column and the output folder."""
-    header = list(read_csv(options.input, nrows=0).columns)
-    if options.id_column not in header:
-        raise UsageError(
-            f"{options.input} has no column {options.id_column!r} (its columns: "
-            f"{', '.join(header[:12])}); name the id column with --id-column."
-        )
+def check_files(options, header, brief):
+    """The number of rows, after checking the id column(s) and the output folder."""
+    for column in brief.id_columns.values():
+        if column not in header:
+            fix = (
+                "name the id column with --id-column"
+                if len(brief.id_columns) == 1
+                else f"the id is {', '.join(brief.id_columns)}: a column each"
+            )
+            raise UsageError(
+                f"{options.input} has no column {column!r} (its columns: "
+                f"{', '.join(header[:12])}); {fix}."
+            )
     folder = options.output.resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UsageError(f"Cannot write {options.output}: {folder} is not a writable folder.")
-    return sum(
-        len(chunk) for chunk in csv_chunks(options.input, 100_000, usecols=[options.id_column])
-    )
-
-
-def items_of(frame, id_column, converters):
-    """The /predict-batch items of a chunk of the CSV."""
-    ids = [to_integer(text) for text in frame[id_column]]
-    values = {column: [convert(text) for text in frame[column]] for column, convert in converters}
-    return [
-        {"id": ids[row], "observation": {column: values[column][row] for column in values}}
-        for row in range(len(frame))
-    ]
+    id_columns = list(dict.fromkeys(brief.id_columns.values()))
+    return sum(len(chunk) for chunk in csv_chunks(options.input, 100_000, usecols=id_columns))
 
 
 def batches(items, size):
@@ -394,19 +519,20 @@ def batches(items, size):
 
 
 def score_file(options, service):
-    total = check_files(options)
-    converters, answers = service.model()
-    header = read_csv(options.input, nrows=0)
+    header = read_csv(options.input, nrows=0)  # an unreadable file fails before the service
+    brief = service.brief()
+    total = check_files(options, list(header.columns), brief)
+    answers = brief.answers
     taken = [name for name in [*answers.paths, "status", "error"] if name in header]
     if taken:  # writing over it would lose the input's values (a true label, say)
         raise UsageError(
             f"{options.input} has a column {taken[0]!r}, which OUTPUT.csv needs for the "
             "answer: rename it."
         )
-    missing = [column for column in converters if column not in header]
+    missing = [column for column in brief.converters if column not in header]
     if missing:
         say(f"{options.input} has no column {', '.join(missing)}: sent as missing values.")
-    present = [(column, convert) for column, convert in converters.items() if column not in missing]
+    present = [column for column in brief.converters if column not in missing]
     counts = {}
     # Written next to OUTPUT, then renamed over it: an interrupted run leaves no half file.
     partial = options.output.with_name(options.output.name + ".partial")
@@ -419,7 +545,7 @@ def score_file(options, service):
             write_chunk(file, header, [], answers, with_header=True)
             rows = options.batch_size * options.connections * 4
             for chunk in csv_chunks(options.input, rows):
-                items = items_of(chunk, options.id_column, present)
+                items = brief.items(chunk, present)
                 results = []
                 for answered in pool.map(service.score, batches(items, service.batch_size)):
                     results += answered
@@ -471,7 +597,7 @@ def main(argv=None):
             raise UsageError(f"The URL must start with http:// or https://, not {options.url!r}.")
         counts, noun = score_file(options, service)
     except UsageError as error:
-        print(f"batch_score.py: {error}", file=sys.stderr)
+        print(f"score_csv.py: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -1,19 +1,21 @@
 """Replay notebook 1's held-out passengers through a running service, then their outcomes.
 
-    python replay_traffic.py http://localhost:5000        # what `make replay` runs
+    python clients/replay_traffic.py http://localhost:5000   # what `make replay` runs
 
 It fills the service's database with realistic, labelled traffic, to try /stats, /metrics
 and notebook 3: the quarter of the passengers that notebook 1 set aside to evaluate the
-model (the same split: same data, same seed), each sent to POST /predict under the id
-FIRST_ID + its row number in the data set, then its true outcome to POST /update. Running
-it again changes nothing: a repeated id with the same passenger is a retry.
+model (the same split: same data, same seed), each sent to the predict route under the id
+FIRST_ID + its row number in the data set, then its true outcome to the update route.
+Running it again changes nothing: a repeated id with the same passenger is a retry.
 
 The shipped model was fitted on every passenger, these included (notebook 1, section 6),
 so its scores on them are a little better than on passengers it has never seen.
 
 It is for the tutorial's model only: it first asks GET /health which model runs, and stops
 with one sentence, sending nothing, when it is not one that takes these passengers and
-their survival (0 or 1) as its true class.
+their survival (0 or 1) as its true outcome. It speaks the contract /health reports (a
+service from before contracts: the tutorial's): its routes, an integer or a string id
+(the number as text), the passenger nested or at the top level, the field of the outcome.
 
 It talks to the service over HTTP only (urllib); it reads the data with pandas and makes
 the split with scikit-learn, like the notebook (`requirements_dev.txt` installs them).
@@ -65,25 +67,66 @@ def held_out_passengers():
     return passengers
 
 
-def replay(post, passengers, first_id=FIRST_ID, connections=8, truth_field="true_class"):
-    """Send every passenger to /predict, then its outcome to /update (as `truth_field`).
+def replay(
+    post, passengers, first_id=FIRST_ID, connections=8, truth_field="true_class", contract=None
+):
+    """Send every passenger to the predict route, then its outcome to the update route.
 
-    `post(path, body) -> (status, answer)` sends one request. Returns the statuses of the
-    two rounds, as {status: count}.
+    `post(path, body) -> (status, answer)` sends one request. `contract` is /health's
+    contract block (None: the tutorial's, its outcome under `truth_field`). Returns the
+    statuses of the two rounds, as {status: count}.
     """
+    speak = Speaker(contract, truth_field)
 
     def predict(passenger):
         row, observation, _ = passenger
-        return post("/predict", {"id": first_id + row, "observation": observation})[0]
+        return post(speak.predict_path, speak.predict_body(first_id + row, observation))[0]
 
     def update(passenger):
         row, _, label = passenger
-        return post("/update", {"id": first_id + row, truth_field: label})[0]
+        return post(speak.update_path, speak.update_body(first_id + row, label))[0]
 
     with ThreadPoolExecutor(connections) as pool:
         predicted = list(pool.map(predict, passengers))
         updated = list(pool.map(update, passengers))
     return count_statuses(predicted), count_statuses(updated)
+
+
+class Speaker:
+    """The requests of a contract with a one-field id and a one-field outcome."""
+
+    def __init__(self, contract, truth_field="true_class"):
+        contract = contract or tutorial_contract(truth_field)
+        predict, update = contract["predict"], contract["update"]
+        self.predict_path, self.update_path = predict["path"], update["path"]
+        [self.id_field] = predict["id"]  # checked by truth_field_for
+        self.id_kind = predict["id_types"][self.id_field]
+        self.observation_field = predict["observation"]
+        self.truth_field = update["true"]
+
+    def id_of(self, number):
+        return number if self.id_kind == "integer" else str(number)
+
+    def predict_body(self, number, observation):
+        ids = {self.id_field: self.id_of(number)}
+        if self.observation_field:
+            return {**ids, self.observation_field: observation}
+        return {**observation, **ids}
+
+    def update_body(self, number, label):
+        return {self.id_field: self.id_of(number), self.truth_field: label}
+
+
+def tutorial_contract(truth_field):
+    return {
+        "predict": {
+            "path": "/predict",
+            "id": ["id"],
+            "id_types": {"id": "integer"},
+            "observation": "observation",
+        },
+        "update": {"path": "/update", "true": truth_field},
+    }
 
 
 def count_statuses(statuses):
@@ -97,11 +140,12 @@ class NotTheTutorialModel(Exception):
     """The service's model cannot take these passengers and outcomes: why, in a few words."""
 
 
-def truth_field_for(model):
-    """The /update field for the outcomes, or NotTheTutorialModel saying why not.
+def truth_field_for(model, contract=None):
+    """The update field for the outcomes, or NotTheTutorialModel saying why not.
 
-    `model` is /health's model. Survival is 0 or 1: a classifier needs both among its classes
-    (as integers: the class true is another class); a regressor takes them as numbers.
+    `model` and `contract` are /health's (no contract: the tutorial's). Survival is 0 or 1:
+    a classifier needs both among its classes (as integers: the class true is another
+    class); a regressor takes them as numbers.
     """
     task = model.get("task") or "binary"  # a service from before any task: binary
     missing = [name for name in API_NAMES.values() if name not in (model.get("columns") or [])]
@@ -114,11 +158,16 @@ def truth_field_for(model):
         raise NotTheTutorialModel(f"its model predicts the classes {json.dumps(classes)}")
     if task == "regression" and len(model.get("targets") or []) > 1:
         raise NotTheTutorialModel(f"its model predicts the targets {', '.join(model['targets'])}")
-    return TRUTH_FIELDS[task]
+    if contract is None:
+        return TRUTH_FIELDS[task]
+    ids = contract["predict"]["id"]
+    if len(ids) != 1 or ids[0] in API_NAMES.values():
+        raise NotTheTutorialModel(f"its id is {', '.join(ids)}, not one field of its own")
+    return contract["update"]["true"]
 
 
-def health_model(base_url):
-    """/health's model; a 503 (the database is down) names it too."""
+def health_of(base_url):
+    """(/health's model, its contract or None); a 503 (the database is down) names them too."""
     try:
         with urllib.request.urlopen(base_url.rstrip("/") + "/health", timeout=30) as answer:
             body = answer.read()
@@ -126,12 +175,14 @@ def health_model(base_url):
         with error:
             body = error.read()
     try:
-        model = json.loads(body)["model"]
+        health = json.loads(body)
+        model = health["model"]
     except (ValueError, KeyError, TypeError):
         model = None
     if not isinstance(model, dict):
         raise NotTheTutorialModel("its /health names no model (is it the prediction service?)")
-    return model
+    contract = health.get("contract")
+    return model, contract if isinstance(contract, dict) else None
 
 
 def http_post(base_url):
@@ -160,10 +211,15 @@ def main(arguments=None):
     )
     options = parser.parse_args(arguments)
     try:
-        truth_field = truth_field_for(health_model(options.url))
+        model, contract = health_of(options.url)
+        truth_field = truth_field_for(model, contract)
         passengers = held_out_passengers()
         predicted, updated = replay(
-            http_post(options.url), passengers, options.first_id, truth_field=truth_field
+            http_post(options.url),
+            passengers,
+            options.first_id,
+            truth_field=truth_field,
+            contract=contract,
         )
     except urllib.error.URLError as error:
         print(f"Cannot reach {options.url}: {error.reason}; is the service running?")
@@ -174,8 +230,12 @@ def main(arguments=None):
             f"{reason}; replay_traffic.py is for the tutorial's model only."
         )
         return 2
-    print(f"{len(passengers)} held-out passengers: /predict answered {predicted}, ", end="")
-    print(f"/update answered {updated}")
+    speak = Speaker(contract, truth_field)
+    print(
+        f"{len(passengers)} held-out passengers: {speak.predict_path} answered {predicted}, ",
+        end="",
+    )
+    print(f"{speak.update_path} answered {updated}")
     return 0 if set(predicted) == {200} and set(updated) == {200} else 1
 
 

@@ -1,10 +1,11 @@
-"""batch_score.py, run as a user runs it, against one live gunicorn per database.
+"""clients/score_csv.py, run as a user runs it, against one live gunicorn per database.
 
 The SQLite server is shared by the module (each test uses its own range of ids); with
 TEST_DATABASE_URL set, the same tests run against a PostgreSQL server of the module's own
 (ThrowawayPostgres), which the outage test stops and starts again. The example models of
-the other tasks are served in-process (test_smoke_check.InProcessServer): the columns of
-their answers need no gunicorn.
+the other tasks, and the briefs (a flat body with a string id and a decision, a composite
+key, the features under another field), are served in-process
+(test_smoke_check.InProcessServer): their rows and columns need no gunicorn.
 """
 
 import contextlib
@@ -23,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import DATABASES, EXAMPLE, ROOT, LiveServer, free_port, same_probability
+from conftest import DATABASES, EXAMPLE, ROOT, LiveServer, free_port, same_probability, service
 from playhouse.db_url import connect
 from reliability_helpers import (
     ThrowawayPostgres,
@@ -31,16 +32,16 @@ from reliability_helpers import (
     pipeline_probabilities,
     random_observations,
 )
-from test_smoke_check import TASK_EXAMPLES, example_server
+from test_smoke_check import BRIEF_OBSERVATIONS, TASK_EXAMPLES, example_server
 
-import batch_score
+from clients import score_csv
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = str(ROOT / "batch_score.py")
+SCRIPT = str(ROOT / "clients" / "score_csv.py")
 COLUMNS = list(EXAMPLE)  # the model's columns, in order
 SERVER_ENV = {
-    # Small limits, so that the tests can cross them: batch_score.py must adapt.
+    # Small limits, so that the tests can cross them: score_csv.py must adapt.
     "PREDICT_BATCH_MAX_OBSERVATIONS": "400",
     "PREDICT_BATCH_MAX_BYTES": str(256 * 1024),
     "DATABASE_TIMEOUT": "1",  # a locked SQLite file answers 503 after ~2 s, not 10
@@ -86,7 +87,7 @@ def live(request):
 
 
 def run_script(*arguments, timeout=120):
-    """python batch_score.py <arguments> -> CompletedProcess (exit code, stdout, stderr)."""
+    """python clients/score_csv.py <arguments> -> CompletedProcess (exit code, stdout, stderr)."""
     return subprocess.run(
         [sys.executable, SCRIPT, *map(str, arguments)],
         capture_output=True,
@@ -212,7 +213,7 @@ def test_the_readme_run_on_the_shipped_sample_answers_what_it_shows(sqlite_live,
 # --- The columns of each task ---------------------------------------------------------------
 
 TASK_COLUMNS = {
-    "wine": ["label", "proba_class_0", "proba_class_1", "proba_class_2"],
+    "wine": ["label", "probabilities_class_0", "probabilities_class_1", "probabilities_class_2"],
     "diabetes": ["prediction"],
     "linnerud": ["prediction_Weight", "prediction_Waist"],
 }
@@ -236,7 +237,7 @@ def test_the_output_has_the_columns_of_the_models_task(name, tmp_path, capsys):
     source = write_csv(tmp_path / "in.csv", ["id", *columns], rows)
     output = tmp_path / "scored.csv"
     with example_server(name, tmp_path) as server:
-        code = batch_score.main([server.url, str(source), str(output)])
+        code = score_csv.main([server.url, str(source), str(output)])
         answers = [
             requests.post(f"{server.url}/predict", json={"id": i, "observation": o}).json()
             for i, o in [(1, observation), (2, other)]
@@ -266,6 +267,128 @@ def test_an_input_column_the_answer_needs_is_a_usage_error(tmp_path, capsys):
         f"{source} has a column 'label', which OUTPUT.csv needs for the answer: rename it."
     )
     assert not (tmp_path / "out.csv").exists()
+
+
+# --- A brief's ids, body and answer --------------------------------------------------------
+
+WINE_CLASSES = ["class_0", "class_1", "class_2"]
+BRIEF_COLUMNS = {  # the id columns of the CSV, then the columns of the answer
+    "stop_and_search": (["observation_id"], ["outcome"]),
+    "athletes": (["athlete", "Jumps"], ["weight", "waist"]),
+    "wines": (
+        ["wine_id"],
+        [
+            "cultivar",
+            *(f"scores_{c}" for c in WINE_CLASSES),
+            "all_label",
+            *(f"all_probabilities_{c}" for c in WINE_CLASSES),
+            "wine",
+        ],
+    ),
+}
+BRIEF_IDS = {
+    "stop_and_search": [{"observation_id": f"2022-0056{n:02d}"} for n in range(3)],
+    "athletes": [{"athlete": name, "Jumps": 60} for name in ("ann", "bob", "cy")],
+    "wines": [{"wine_id": n} for n in (1, 2, 3)],
+}
+
+
+def as_text(value):
+    """A JSON value as a CSV cell of the input: missing is empty, False is "False"."""
+    return "" if value is None else str(value)
+
+
+def brief_rows(name):
+    """Three rows of the brief's CSV: two observations, then one with a wrong value."""
+    observation = BRIEF_OBSERVATIONS[name]
+    first = next(c for c, v in observation.items() if type(v) in (int, float) and c != "Jumps")
+    wrong = dict(observation, **{first: "x"})
+    other = dict(observation, **{first: observation[first] + 1})
+    observations = [observation, other, wrong]
+    return [{**ids, **values} for ids, values in zip(BRIEF_IDS[name], observations, strict=True)]
+
+
+@pytest.mark.parametrize("name", list(BRIEF_COLUMNS))
+def test_a_brief_is_scored_under_its_ids_in_its_shape_with_its_answers_columns(
+    name, tmp_path, capsys
+):
+    id_columns, answer_columns = BRIEF_COLUMNS[name]
+    rows = brief_rows(name)
+    header = list(dict.fromkeys([*id_columns, *BRIEF_OBSERVATIONS[name]]))
+    source = write_csv(tmp_path / "in.csv", header, [[as_text(r[c]) for c in header] for r in rows])
+    output = tmp_path / "scored.csv"
+    with example_server(name, tmp_path) as server:
+        code = score_csv.main([server.url, str(source), str(output)])
+        contract = server.app.config["MODEL"].contract
+        health = requests.get(f"{server.url}/health", timeout=10).json()
+        # The same bodies again, one by one: retries, answered as stored.
+        answers = [
+            requests.post(f"{server.url}{contract.predict_path}", json=body(contract, row))
+            for row in rows
+        ]
+        stored = {p.observation_key: p.observation for p in service.Prediction.select()}
+
+    assert code == 1, capsys.readouterr().err
+    assert [a.status_code for a in answers] == [200, 200, 422]
+    with open(output, newline="") as file:
+        written_header, *written = list(csv.reader(file))
+    assert written_header == [*header, *answer_columns, "status", "error"]
+    for line, answer in zip(written[:2], answers, strict=False):
+        assert line[len(header) : -2] == answer_cells_of(answer.json(), health)
+        assert line[-2:] == ["200", ""]
+    assert written[2][len(header) : -1] == [""] * len(answer_columns) + ["422"]
+    # Stored under the contract's id, in the contract's shape: the row's body is the item.
+    key = contract.read_id(body(contract, rows[0]))[0]
+    assert json.loads(stored[key]) == body(contract, rows[0])
+    assert "2 with " in capsys.readouterr().out
+
+
+def answer_cells_of(answer, health):
+    """What OUTPUT.csv holds of an answer, key by key (an object: entry by entry)."""
+    answer_keys = health["contract"]["predict"]["answer"]
+    paths = score_csv.answer_columns(health["model"], answer_keys).paths.values()
+    return [as_text(score_csv.cell(score_csv.dig(answer, path))) for path in paths]
+
+
+def body(contract, row):
+    """The predict body of a CSV row of the brief, as score_csv.py sends it."""
+    ids = {field: row[field] for field in contract.id_fields}
+    features = {c: v for c, v in row.items() if c not in ids or c in BRIEF_OBSERVATIONS_COLUMNS}
+    if contract.observation_field:
+        return {**ids, contract.observation_field: features}
+    return {**features, **ids}
+
+
+BRIEF_OBSERVATIONS_COLUMNS = {"Jumps"}  # the athletes' id column that is a model column
+
+
+def test_an_id_column_of_another_name_and_an_answer_column_taken(tmp_path, capsys):
+    observation = BRIEF_OBSERVATIONS["stop_and_search"]
+    header = ["search", *observation]
+    source = write_csv(tmp_path / "in.csv", header, [["s-1", *map(as_text, observation.values())]])
+    taken = write_csv(
+        tmp_path / "taken.csv", [*header, "outcome"], [["s-1", *observation.values(), "x"]]
+    )
+    output = tmp_path / "out.csv"
+    with example_server("stop_and_search", tmp_path) as server:
+        assert score_csv.main([server.url, str(source), str(output), "--id-column", "search"]) == 0
+        [row] = list(service.Prediction.select())
+        assert "Scored 1 rows" in capsys.readouterr().out
+        message, _ = usage_error(capsys, server.url, source, output)
+        assert message.startswith(f"{source} has no column 'observation_id' (its columns: search")
+        message, _ = usage_error(capsys, server.url, taken, output, "--id-column", "search")
+        assert (
+            message
+            == f"{taken} has a column 'outcome', which OUTPUT.csv needs for the answer: rename it."
+        )
+    assert json.loads(row.observation_key) == "s-1"
+    assert read_csv(output)[0]["outcome"] in ("true", "false")
+    with example_server("athletes", tmp_path) as server:
+        message, _ = usage_error(capsys, server.url, source, output, "--id-column", "search")
+    assert message == (
+        "--id-column names the column of a one-field id, and this service's id has 2 fields "
+        "(athlete, Jumps): name the CSV's columns so."
+    )
 
 
 # --- Rows that get an error ----------------------------------------------------------------
@@ -478,15 +601,15 @@ def test_a_chunked_batch_is_read_up_to_its_own_limit(sqlite_live):
 
 def usage_error(capsys, *arguments, lines=1):
     """Run main() in-process; the sentence it ends with, after checking it ended right."""
-    code = batch_score.main([str(argument) for argument in arguments])
+    code = score_csv.main([str(argument) for argument in arguments])
     captured = capsys.readouterr()
     printed = [line for line in captured.err.splitlines() if line.strip()]
     assert code == 2, captured
     assert "Traceback" not in captured.err and captured.out == ""
-    assert printed[-1].startswith("batch_score.py: "), captured.err
+    assert printed[-1].startswith("score_csv.py: "), captured.err
     if lines is not None:  # nothing else printed before the run starts
         assert len(printed) <= lines, captured.err
-    return printed[-1].removeprefix("batch_score.py: "), captured.err
+    return printed[-1].removeprefix("score_csv.py: "), captured.err
 
 
 def test_usage_errors_exit_2_with_one_sentence(sqlite_live, tmp_path, capsys):
@@ -517,7 +640,7 @@ def test_usage_errors_exit_2_with_one_sentence(sqlite_live, tmp_path, capsys):
     # As a user runs it: the same sentence, and no traceback.
     result = run_script(nowhere, sample, output)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"batch_score.py: Cannot reach the service at {nowhere}")
+    assert result.stderr.startswith(f"score_csv.py: Cannot reach the service at {nowhere}")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -575,7 +698,7 @@ def test_a_service_without_the_batch_route_is_a_usage_error(tmp_path, capsys):
 
 def test_cells_are_parsed_by_the_dtype_the_service_reports():
     integer, number, text, flag = (
-        batch_score.converter(name) for name in ("int64", "float64", "str", "bool")
+        score_csv.converter(name) for name in ("int64", "float64", "str", "bool")
     )
     assert [integer(t) for t in ("3", "", "2.0", "x")] == [3, None, 2.0, "x"]
     assert [number(t) for t in ("3", "", "2.5", "x")] == [3.0, None, 2.5, "x"]
