@@ -255,7 +255,19 @@ def build_contract(tables, task, columns, kinds):
         stats_settings=dict(tables.get("stats", {})),
     )
     check_routes_differ(contract)
+    check_answer_keys(contract)
     return contract
+
+
+def check_answer_keys(contract):
+    """A /predict-batch result holds the id fields, status and error beside the answer."""
+    taken = {"status", "error", *contract.id_fields}
+    clash = sorted(taken & set(contract.predict_sources or {}))
+    if clash:
+        raise ContractError(
+            f"api.toml [predict] answer: {clash[0]} is also a key of every /predict-batch "
+            "result (the id fields, status, error); name that answer key otherwise."
+        )
 
 
 def names_of(value, key):

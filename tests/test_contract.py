@@ -354,6 +354,10 @@ def test_a_string_id_has_a_length_limit(database_url):
             "api.toml [update] true must name a field for each target (Weight, Waist)",
         ),
         ("[predict\n", "Cannot read"),
+        (
+            "[predict]\nanswer = { status = 'prediction' }\n",
+            "api.toml [predict] answer: status is also a key of every /predict-batch result",
+        ),
     ],
 )
 def test_a_contract_that_cannot_be_served_stops_the_start_naming_the_key(tmp_path, toml, message):
