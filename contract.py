@@ -140,9 +140,14 @@ class Contract:
         return {key: source_value(source, output, payload) for key, source in mapping.items()}
 
     def update_answer(self, row, output, payload):
-        """The brief's answer to /update, or the stored row (the tutorial's)."""
+        """The brief's answer to /update, or the stored row (the tutorial's).
+
+        `output` is None for a row this task cannot read (stored by a model of another
+        task): what the answer quotes of the prediction is then null.
+        """
         if self.update_sources is None:
             return row
+        output = output or {}
         return {key: source_value(s, output, payload) for key, s in self.update_sources.items()}
 
     def truth_of(self, payload, task):

@@ -385,3 +385,17 @@ def test_the_readme_shows_the_contracts_served_here():
     readme = (ROOT / "README.md").read_text()
     assert ATHLETES_TOML.strip() in readme
     assert (EXAMPLES / "stop_and_search" / "api.toml").read_text().strip() in readme
+
+
+def test_an_update_of_a_row_another_task_answered_quotes_a_null_prediction(tmp_path):
+    """A row stored by a regressor, updated once a classifier of the brief is served."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    folder = folder_with(tmp_path, "wine", WINES_TOML)
+    regressor = {"MODEL_DIR": str(EXAMPLES / "diabetes"), "DATABASE_URL": url}
+    observation = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1": 157.0, "s2": 93.2,
+                   "s3": 38.0, "s4": 4.0, "s5": 4.8598, "s6": 87.0}  # fmt: skip
+    client = service.create_app(regressor).test_client()
+    assert client.post("/predict", json={"id": 5, "observation": observation}).status_code == 200
+    client = service.create_app({"MODEL_DIR": str(folder), "DATABASE_URL": url}).test_client()
+    answer = client.post("/tasted", json={"sample": 5, "cultivar": "class_1"})
+    assert (answer.status_code, answer.json["predicted"]) == (200, None)
