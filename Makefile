@@ -12,7 +12,7 @@ TEST_PROCESSES ?= auto
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test test-template lint format notebooks examples smoke score bench clean replay bench-stats screenshots
+.PHONY: help run test test-template fuzz lint format notebooks examples smoke score bench clean replay bench-stats screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,9 +36,15 @@ test: $(BIN)/.dev-installed ## Install the dev tools, lint, run every test
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=10 -m "not template"
 
-# The template's promise, checked: another model and api.toml in a fresh clone, make test there.
-test-template: $(BIN)/.dev-installed ## Swap another model into a clone of HEAD, run make test there
+# The template's promise, checked: another model and api.toml in a student's copy, make test
+# there; twice: a copy without .git (a ZIP download), a one-commit one ("Use this template").
+test-template: $(BIN)/.dev-installed ## Swap another model into two copies (no .git, one commit), make test there
 	$(BIN)/python -m pytest -m template -s tests/test_template_swap.py
+
+# make test draws a few contracts per model, the same every run; this draws new ones, many.
+fuzz: $(BIN)/.dev-installed ## Draw 500 api.toml per model (FUZZ_EXAMPLES=...), serve each, check it end to end
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),500) $(BIN)/python -m pytest -n $(TEST_PROCESSES) -q \
+		--hypothesis-show-statistics tests/test_contract_fuzz.py
 
 lint: $(BIN)/.dev-installed ## ruff check and ruff format --check
 	$(BIN)/ruff check .

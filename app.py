@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
+from urllib.parse import quote
 
 import gevent
 import joblib
@@ -71,6 +72,7 @@ from serving import (
     StartupError,
     add_route,
     batch_scored,
+    check_missing_values,
     database,
     database_unavailable,
     discard_connections,
@@ -86,7 +88,9 @@ from serving import (
     require_admin,
     score_and_store,
     stored_output,
+    true_class_of,
     validate_observation,  # noqa: F401
+    values_replaced,  # noqa: F401 (monitoring.py listens to it)
 )
 from tasks import TaskError, read_task
 
@@ -198,7 +202,25 @@ def load_model(model_dir, threshold=None, positive_class=None):
         raise StartupError(str(error)) from None
     version = hashlib.sha256((model_dir / "pipeline.pickle").read_bytes()).hexdigest()[:12]
     dtypes = {c: dtypes[c] for c in columns}
-    return LoadedModel(pipeline, columns, dtypes, kinds, task, version, contract)
+    model = LoadedModel(pipeline, columns, dtypes, kinds, task, version, contract)
+    if contract.invalid == "as_missing":
+        check_missing_values_are_scored(model, model_dir)
+    return model
+
+
+def check_missing_values_are_scored(model, model_dir):
+    """api.toml [predict] invalid = "as_missing": a StartupError naming a column whose
+    missing value the pipeline cannot score (serving.check_missing_values)."""
+    profile, note = monitoring.load_profile(model_dir, model)
+    if profile is None:
+        log.info(
+            "invalid = as_missing: no usable training profile (%s); missing values are checked "
+            "on a row of the pipeline's categories and zeros",
+            note,
+        )
+    skipped = check_missing_values(model, profile)
+    if skipped:
+        log.warning("invalid = as_missing: missing values not checked: %s", skipped)
 
 
 def load_columns(path):
@@ -351,7 +373,19 @@ def predict():
     outcome = current_app.extensions["batcher"].submit(prediction_request)
     if isinstance(outcome, ApiError):
         raise outcome
-    return jsonify(model.contract.predict_answer(outcome, payload, model.task))
+    response = jsonify(model.contract.predict_answer(outcome, payload, model.task))
+    if prediction_request.replaced:  # invalid = "as_missing": the answer keeps the brief's shape
+        response.headers["X-Treated-As-Missing"] = header_list(prediction_request.replaced)
+    return response
+
+
+# What a header may hold as it is: printable ASCII, but the list's comma and the escape's %.
+HEADER_SAFE = "".join(chr(code) for code in range(32, 127) if chr(code) not in "%,")
+
+
+def header_list(names):
+    """Field names as a header's list: "Age, Fare" (any other character %-escaped)."""
+    return ", ".join(quote(name, safe=HEADER_SAFE) for name in names)
 
 
 def update():
@@ -359,10 +393,13 @@ def update():
     model = current_app.config["MODEL"]
     _, payload = read_json_body()
     key, _ = parse_id(payload, model)
-    truth = json.dumps(parse_truth(payload, model))
+    label = parse_truth(payload, model)
+    # A classifier's integer or boolean label goes to the tutorial's true_class too; a
+    # regressor's number (even 3) does not. A corrected label replaces both.
+    true_class = true_class_of(label) if model.task.name != "regression" else None
 
     def set_true_value():
-        query = Prediction.update(true_value=truth)
+        query = Prediction.update(true_value=json.dumps(label), true_class=true_class)
         if query.where(Prediction.observation_key == key).execute() == 0:
             return None
         return Prediction.get(Prediction.observation_key == key)
@@ -435,7 +472,9 @@ def openapi_json():
 def register_error_handlers(app):
     @app.errorhandler(ApiError)
     def api_error(error):
-        return jsonify(error=error.message, **error.extra), error.status
+        body = {"error": error.message, **error.extra}  # a 409 adds the answer it would give
+        body["error"] = error.message  # first, and never hidden by an answer key "error"
+        return jsonify(body), error.status
 
     @app.errorhandler(HTTPException)
     def http_error(error):  # 404, 405, 413 ... raised by Flask itself

@@ -2,6 +2,7 @@
 
     contract = load_contract(model_dir, task)  # the tutorial's contract without the file
     key, client_id = contract.read_id(payload)  # '42', 42: the identity of a request
+    contract.request_value(payload, "Age")      # a field of the body (or its observation's)
     contract.observation_of(payload)            # the fields the model reads
     contract.predict_answer(output, payload)    # {"proba": 0.76}, or the brief's keys
 
@@ -14,8 +15,9 @@ contract. What each key does is in the README, section "Your brief".
     [predict]
     path = "/should_search/"       # served with and without the final slash
     id = "observation_id"          # a field, or a list of fields: one composite key
-    id_type = "string"             # "integer" (the tutorial's) or "string"
+    id_type = "string"             # "integer" or "string"; left out: either (42 and "42" one id)
     observation = ""               # the field of the features; "" = the body's own fields
+    invalid = "as_missing"         # a bad feature value is missing (200), not a 422
     answer = { outcome = "prediction.decision" }
 
     [update]
@@ -30,6 +32,7 @@ contract. What each key does is in the README, section "Your brief".
 """
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +42,19 @@ from values import json_type, parse_integer
 CONTRACT_FILE = "api.toml"
 MAX_STRING_ID = 200  # characters of a string id
 KEYS = {
-    "predict": {"path", "id", "id_type", "observation", "answer"},
+    "predict": {"path", "id", "id_type", "observation", "answer", "invalid"},
     "update": {"path", "true", "answer"},
     "batch": {"path"},
     "model": {"threshold", "positive_class", "targets"},
     "stats": None,  # checked by monitoring.py: the groups and rules of a brief's quality
 }
 ID_TYPES = ("integer", "string")
+ANY_ID = "integer or string"  # the kind of an id field when api.toml declares no id_type
+ID_WORDS = {"integer": "an integer", "string": "a string", ANY_ID: "an integer or a string"}
+# The text of an integer written as JSON writes it: no sign "+", no leading zeros, no spaces.
+CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]*")
+INT64 = (-(2**63), 2**63 - 1)
+INVALID_MODES = ("reject", "as_missing")  # [predict] invalid: what a bad feature value gets
 
 
 class ContractError(Exception):
@@ -58,7 +67,8 @@ class Contract:
     update_path: str = "/update"
     batch_path: str = "/predict-batch"
     id_fields: tuple = ("id",)
-    id_kinds: dict = None  # id field -> "integer" or "string"
+    id_kinds: dict = None  # id field -> "integer", "string" or ANY_ID
+    invalid: str = "reject"  # a bad feature value: a 422, or "as_missing" (serving.py)
     observation_field: str = "observation"  # "" = the features are the body's own fields
     predict_sources: dict = None  # answer key -> source; None: the task's own answer
     true_fields: object = None  # a field, or {target: field}; None: the task's truth_field
@@ -71,24 +81,34 @@ class Contract:
     def read_id(self, payload):
         """(key, id): the text the row is stored under, and the id as the client sent it.
 
-        The key of an integer id is its decimal text (as in releases before contracts);
-        a string or a composite key is its JSON text: '"abc"', '["sku-1", 3]'.
+        The key of an integer id is its decimal text (as in releases before contracts), and
+        so is the key of a string that is an integer's canonical text ("42", "-7") when no
+        id_type is declared: 42 and "42" are one id. Any other string ('"042"', '"E12"', and
+        every string of an id_type = "string" field) and a composite key are JSON text:
+        '"abc"', '["sku-1", 3]' (each part read by the same rule).
         """
-        values = [self.read_id_field(payload, name) for name in self.id_fields]
-        if len(values) == 1:
-            value = values[0]
-            return (str(value) if isinstance(value, int) else json.dumps(value)), value
-        return json.dumps(values), dict(zip(self.id_fields, values, strict=True))
+        sent = {name: self.read_id_field(payload, name) for name in self.id_fields}
+        parts = [self.key_part(name, value) for name, value in sent.items()]
+        if len(parts) == 1:
+            [part], [value] = parts, sent.values()
+            return (str(part) if isinstance(part, int) else json.dumps(part)), value
+        return json.dumps(parts), sent
 
     def read_id_field(self, payload, name):
+        """A field of the id, checked by its kind: an integer (3.0 is read as 3), a string."""
         kind = self.id_kinds[name]
         if name not in payload:
-            article = "an" if kind == "integer" else "a"
             raise ValueError(
-                f"{name} is required: {article} {kind} that identifies the observation"
+                f"{name} is required: {ID_WORDS[kind]} that identifies the observation"
             )
         value = payload[name]
         if kind == "integer":
+            return parse_integer(value, name)
+        if kind == ANY_ID and not isinstance(value, str):
+            if not is_integral(value):
+                raise ValueError(
+                    f"{name} must be an integer or a non-empty string, got {json_type(value)}"
+                )
             return parse_integer(value, name)
         if not isinstance(value, str):
             raise ValueError(f"{name} must be a string, got {json_type(value)}")
@@ -98,16 +118,27 @@ class Contract:
             raise ValueError(f"{name} must be at most {MAX_STRING_ID} characters long")
         return value
 
+    def key_part(self, name, value):
+        """A field's value as the key holds it: "42" is 42 where the field takes either."""
+        if self.id_kinds[name] == ANY_ID and isinstance(value, str):
+            return integer_text(value)
+        return value
+
     def client_id(self, key):
-        """The id as the client sent it, from the stored key (for listings and answers)."""
+        """The id a stored key stands for (listings): 42 for a row stored with 42 or "42"."""
         value = json.loads(key)
         return dict(zip(self.id_fields, value, strict=True)) if len(self.id_fields) > 1 else value
 
-    def id_fields_of(self, client_id):
-        """{field: value} of an id as read_id gives it (None: every field unknown)."""
-        if len(self.id_fields) == 1:
-            return {self.id_fields[0]: client_id}
-        return client_id or dict.fromkeys(self.id_fields)
+    def request_value(self, payload, name):
+        """The field `name` of a request, as the client sent it (None when absent).
+
+        A field of the body itself; when the body nests the features under its observation
+        field and has no field of that name, the observation's (request.Age, the age sent).
+        """
+        if name in payload or not self.observation_field:
+            return payload.get(name)
+        observation = self.observation_of(payload)
+        return observation.get(name) if observation is not None else None
 
     def observation_of(self, payload):
         """The object whose fields are the features (None when the body has no such object)."""
@@ -137,7 +168,7 @@ class Contract:
     def predict_answer(self, output, payload, task):
         """The brief's answer to /predict, or the task's own ({"proba": ...})."""
         mapping = self.predict_sources or task.answer_sources
-        return {key: source_value(source, output, payload) for key, source in mapping.items()}
+        return {key: self.source_value(source, output, payload) for key, source in mapping.items()}
 
     def update_answer(self, row, output, payload):
         """The brief's answer to /update, or the stored row (the tutorial's).
@@ -148,7 +179,15 @@ class Contract:
         if self.update_sources is None:
             return row
         output = output or {}
-        return {key: source_value(s, output, payload) for key, s in self.update_sources.items()}
+        return {k: self.source_value(s, output, payload) for k, s in self.update_sources.items()}
+
+    def source_value(self, source, output, payload):
+        """The value an answer source names: prediction (all of it), prediction.<output>, or
+        request.<field> (request_value: as the client sent it; null when it sent none)."""
+        where, _, name = source.partition(".")
+        if not name:
+            return output
+        return output.get(name) if where == "prediction" else self.request_value(payload, name)
 
     def truth_of(self, payload, task):
         """The true value /update carries: one field, or one field per target."""
@@ -166,6 +205,7 @@ class Contract:
                 "id_types": self.id_kinds,
                 "observation": self.observation_field,
                 "answer": self.predict_sources or task.answer_sources,
+                "invalid": self.invalid,
             },
             "update": {
                 "path": self.update_path,
@@ -176,13 +216,23 @@ class Contract:
         }
 
 
-def source_value(source, output, payload):
-    """The value an answer source names: prediction (all of it), prediction.<output> or
-    request.<field> (as the client sent it; null when it sent none)."""
-    where, _, name = source.partition(".")
-    if not name:
-        return output
-    return (output if where == "prediction" else payload).get(name)
+def is_integral(value):
+    """A JSON integer, or a float with no fraction (3.0: pandas writes integers so)."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer_text(text):
+    """The integer a string writes canonically ("42", "-7", within 64 bits), else the string."""
+    if CANONICAL_INTEGER.fullmatch(text) and INT64[0] <= int(text) <= INT64[1]:
+        return int(text)
+    return text
+
+
+def integer_of_key(key):
+    """The integer a stored key stands for (the tutorial's observation_id column), or None."""
+    return int(key) if CANONICAL_INTEGER.fullmatch(key) else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,16 +275,17 @@ def build_contract(tables, task, columns, kinds):
     """The Contract of api.toml's tables, checked against the task and the model's columns."""
     predict, update = tables.get("predict", {}), tables.get("update", {})
     id_fields = tuple(names_of(predict.get("id", "id"), "[predict] id"))
-    id_type = predict.get("id_type", "integer")
-    if id_type not in ID_TYPES:
+    # Without id_type, an id takes an integer or a string; id_type narrows it to one.
+    id_type = predict.get("id_type")
+    if id_type is not None and id_type not in ID_TYPES:
         raise ContractError(
             f'api.toml [predict] id_type must be "integer" or "string", not {id_type!r}.'
         )
     # An id field that is also a model column has that column's type.
     id_kinds = {}
     for name in id_fields:
-        kind = kinds.get(name, id_type)
-        if kind not in ID_TYPES:
+        kind = kinds.get(name, id_type or ANY_ID)
+        if kind not in (*ID_TYPES, ANY_ID):
             raise ContractError(
                 f"api.toml [predict] id: the column {name} is {kind}; an id is an integer or "
                 "a string."
@@ -252,6 +303,7 @@ def build_contract(tables, task, columns, kinds):
         batch_path=route(tables.get("batch", {}).get("path", "/predict-batch"), "[batch] path"),
         id_fields=id_fields,
         id_kinds=id_kinds,
+        invalid=invalid_mode(predict.get("invalid", "reject")),
         observation_field=observation,
         predict_sources=sources(predict.get("answer"), "[predict] answer", task),
         true_fields=true_fields(update.get("true"), task),
@@ -260,19 +312,15 @@ def build_contract(tables, task, columns, kinds):
         stats_settings=dict(tables.get("stats", {})),
     )
     check_routes_differ(contract)
-    check_answer_keys(contract)
     return contract
 
 
-def check_answer_keys(contract):
-    """A /predict-batch result holds the id fields, status and error beside the answer."""
-    taken = {"status", "error", *contract.id_fields}
-    clash = sorted(taken & set(contract.predict_sources or {}))
-    if clash:
+def invalid_mode(value):
+    if value not in INVALID_MODES:
         raise ContractError(
-            f"api.toml [predict] answer: {clash[0]} is also a key of every /predict-batch "
-            "result (the id fields, status, error); name that answer key otherwise."
+            f'api.toml [predict] invalid must be "reject" or "as_missing", not {value!r}.'
         )
+    return value
 
 
 def names_of(value, key):

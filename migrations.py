@@ -4,8 +4,10 @@
 
 A missing table is created. A table written by an earlier release gets the columns the
 model has and the table lacks (all nullable), loses NOT NULL where the model allows null
-(proba), and has its legacy labels copied: true_value = the JSON of true_class. No other
-value of any row changes, and rows stored before the upgrade keep model_version NULL.
+(proba), and has its labels copied: true_value = the JSON of true_class on rows of the
+releases before any task, and true_class = a classifier's integer or boolean label on rows
+that the first release for any task labelled in true_value alone. No other value of any row
+changes, and rows stored before the upgrade keep model_version NULL.
 
 It all happens in one transaction (SQLite and PostgreSQL both roll back DDL), so a failure
 changes nothing. Processes that start at the same moment take turns: the second one waits
@@ -13,10 +15,14 @@ for the first to commit, then finds the table current. A column of the wrong typ
 read-only database stops the upgrade with a MigrationError that says what to do.
 """
 
+import json
 from contextlib import contextmanager
 
 import peewee
+from peewee import fn
 from playhouse.migrate import SchemaMigrator, migrate
+
+from serving import true_class_of
 
 # The PostgreSQL advisory lock key that releases before this one took to create the table:
 # during a rolling deploy, an old replica starting takes turns with this upgrade.
@@ -99,7 +105,12 @@ def upgrade_table(database, model, table):
     )
     changes = [f"added the column {table}.{name}" for name in missing]
     changes += [f"dropped NOT NULL on {table}.{name}" for name in nullable]
-    return changes + copy_legacy_keys(model, table) + copy_legacy_labels(model, table)
+    return (
+        changes
+        + copy_legacy_keys(model, table)
+        + copy_legacy_labels(model, table)
+        + fill_true_classes(model, table)
+    )
 
 
 def check_sqlite_rebuild(database, table):
@@ -171,6 +182,40 @@ def copy_legacy_labels(model, table):
         return []
     copied = model.update(true_value=model.true_class.cast("TEXT")).where(pending).execute()
     return [f"copied {copied} labels from {table}.true_class to {table}.true_value"]
+
+
+def fill_true_classes(model, table):
+    """true_class = a classifier's integer or boolean label, where only true_value holds it.
+
+    The first release for any task wrote /update's label to true_value alone; /update now
+    writes true_class too (serving.true_class_of: 1/0 for true/false, NULL past 32 bits).
+    A classifier's row says what it is by what it stored (tasks.py): a binary one's
+    positive_class, a multiclass one's prediction {"label": ..., "probabilities": {...}}
+    (json.dumps' separators). A regressor's row has neither: its numbers, even 3, stay out.
+    Each distinct label is read once and written with one UPDATE; like copy_legacy_labels,
+    it reads first, and a table with nothing to fill is not written to (a classifier's
+    labels that true_class_of refuses, 1.5 or 2**40, are read again at each start, no more).
+    """
+    columns = ("true_class", "true_value", "positive_class", "prediction")
+    if not all(name in model._meta.fields for name in columns):
+        return []
+    classifier = model.positive_class.is_null(False) | model.prediction.contains(
+        '"probabilities": {'
+    )
+    # What JSON writes for an integer or a boolean (and for a fraction: true_class_of says).
+    integer_text = fn.SUBSTR(model.true_value, 1, 1).in_(list("-0123456789"))
+    labelled = model.true_class.is_null() & model.true_value.is_null(False)
+    pending = labelled & classifier & (integer_text | model.true_value.in_(["true", "false"]))
+    labels = model.select(model.true_value).where(pending).distinct().tuples()
+    classes = {text: true_class_of(json.loads(text)) for (text,) in labels}
+    filled = sum(
+        model.update(true_class=value).where(pending & (model.true_value == text)).execute()
+        for text, value in classes.items()
+        if value is not None
+    )
+    if not filled:
+        return []
+    return [f"copied {filled} labels from {table}.true_value to {table}.true_class"]
 
 
 def copy_legacy_keys(model, table):

@@ -24,7 +24,10 @@ rows stored before the version was recorded):
   `predictions`, `labelled`, `labelled_left_out` (labelled rows whose stored prediction or
   true value this task cannot read: rows of a model of another kind), `metrics` (from
   sklearn.metrics; null where undefined, and `metrics.reason` says why), `calibration`,
-  `distribution`, `drift`, `drift_note`, `unreadable_observations`.
+  `distribution`, `drift`, `drift_note`, `unreadable_observations` (rows with a replaced
+  value among them: drift reads observations as invalid = "reject" would),
+  `replaced` (rows with values answered as missing, [predict] invalid = "as_missing": how
+  many, and how many per field).
 * binary: `metrics` holds roc_auc, accuracy, log_loss, brier, precision, recall, f1,
   positive_rate (the share of labelled rows decided positive), the `thresholds` in force and
   the `confusion_matrix` ({labels: [negative, positive], matrix: rows true, columns
@@ -138,6 +141,13 @@ PREDICTED_LABELS = Counter(
     ["model_version", "label"],
     registry=registry,
 )
+REPLACED_VALUES = Counter(
+    "predictions_replaced_values",
+    'Feature values answered as missing ([predict] invalid = "as_missing"), by model '
+    "version and field",
+    ["model_version", "field"],
+    registry=registry,
+)
 BATCH_SIZES = Histogram(
     "model_batch_size",
     "Requests scored together in one predict_proba call (micro-batching)",
@@ -183,6 +193,12 @@ def count_predictions(model, outcomes):
         labels = Tally(tasks.json_key(output["label"]) for output in answered)
         for label, count in labels.items():
             PREDICTED_LABELS.labels(model.version, label).inc(count)
+
+
+def count_replaced(model, replaced):
+    """values_replaced: the {field: why} of each answered request with a replaced value."""
+    for field, count in Tally(field for fields in replaced for field in fields).items():
+        REPLACED_VALUES.labels(model.version, field).inc(count)
 
 
 def count_batch(_app, size):
@@ -246,6 +262,7 @@ def init_app(app):
     # Connecting the same function twice is a no-op: many apps (tests) count once.
     service.predictions_answered.connect(count_predictions)
     service.batch_scored.connect(count_batch)
+    service.values_replaced.connect(count_replaced)
     service.database_unavailable.connect(count_database_error)
 
 
@@ -347,7 +364,24 @@ def whole_stats(state, model, window, last_id, versions, count):
         "drift": drift_by_column,
         "drift_note": drift_note,
         "unreadable_observations": unreadable,
+        "replaced": state.service.in_transaction(partial(replaced_values, window, last_id)),
     }
+
+
+def replaced_values(window, last_id):
+    """{"rows", "by_field"}: the rows with values answered as missing ([predict] invalid =
+    "as_missing"), and how many of them had each field replaced. One GROUP BY: the distinct
+    sets of replaced fields are few."""
+    rows, by_field = 0, Tally()
+    if last_id is not None:
+        table = window.table
+        query = table.select(table.replaced, fn.COUNT(table.id)).where(
+            table.replaced.is_null(False)
+        )
+        for text, count in plain_rows(window.where(query.group_by(table.replaced), last_id)):
+            rows += int(count)
+            by_field.update(dict.fromkeys(parsed(text) or {}, int(count)))
+    return {"rows": rows, "by_field": dict(sorted(by_field.items()))}
 
 
 def checked_groups(work, service):

@@ -12,8 +12,9 @@ data at the end of this file.
 
 The rules it writes down are those of app.py and contract.py: an integer or boolean column
 is required, any other may be missing (null, NaN or left out); an integer id is 64-bit, a
-string id 1 to 200 characters; an answer holds exactly the keys its contract names, each
-of the type its source gives (a decision is a boolean, a label one of the classes...).
+string id 1 to 200 characters, and an id without id_type either; an answer holds exactly
+the keys its contract names, each of the type its source gives (a decision is a boolean, a
+label one of the classes...).
 """
 
 import inspect
@@ -23,7 +24,7 @@ import textwrap
 
 import numpy as np
 
-from contract import MAX_STRING_ID
+from contract import ANY_ID, MAX_STRING_ID
 
 
 def text(docstring):
@@ -146,6 +147,23 @@ def json_content(schema):
 
 
 def predict_operation(model):
+    as_missing = model.contract.invalid == "as_missing"
+    answered = {
+        "description": "The answer (stored now, or already stored)",
+        "content": json_content(ref("PredictAnswer")),
+    }
+    invalid = {"$ref": "#/components/responses/Invalid"}
+    if as_missing:  # api.toml [predict] invalid = "as_missing"
+        answered["headers"] = {
+            "X-Treated-As-Missing": {
+                "description": "The fields whose value was unreadable and scored as missing",
+                "schema": {"type": "string", "examples": ["Age, Fare"]},
+            }
+        }
+        invalid = error_response(
+            "The id is missing or malformed, or the observation is not an object (a bad "
+            "feature value is scored as missing: 200)"
+        )
     return {
         "operationId": "predict",
         "summary": "Score one observation and store the prediction under the client's id",
@@ -159,17 +177,14 @@ def predict_operation(model):
         ),
         "requestBody": {"required": True, "content": json_content(ref("PredictRequest"))},
         "responses": {
-            "200": {
-                "description": "The answer (stored now, or already stored)",
-                "content": json_content(ref("PredictAnswer")),
-            },
+            "200": answered,
             "400": {"$ref": "#/components/responses/BadRequest"},
             "409": {
                 "description": "The id is stored with another observation; nothing is written",
                 "content": json_content(ref("Conflict")),
             },
             "413": {"$ref": "#/components/responses/TooLarge"},
-            "422": {"$ref": "#/components/responses/Invalid"},
+            "422": invalid,
             "503": {"$ref": "#/components/responses/DatabaseUnavailable"},
         },
     }
@@ -193,6 +208,11 @@ def batch_operation(model, limits):
             repeated id inside one request is a retry or a conflict of the first. One bad
             item never fails the others: the valid ones are scored in one call and stored in
             one transaction.
+
+            Each result is {{"id": <the item's id as sent, null if it cannot be read>,
+            "status": <200, 409 or 422>}} with "answer" ({contract.predict_path}'s answer,
+            nested: any keys the contract gives it) for a 200 and a 409, and "error" for a
+            409 and a 422.
 
             The whole request is refused, storing nothing, only when it cannot be read: 400
             (not JSON, or not {shape}), 413 (larger than PREDICT_BATCH_MAX_BYTES, {size}
@@ -328,13 +348,19 @@ def observation_schema(model):
 
 
 def id_schema(kind):
-    if kind == "integer":
-        return {"description": "An id: a 64-bit signed integer", **INT64}
-    return {
+    """An id field of this kind (contract.py): an integer, a string, or either (ANY_ID)."""
+    integer = {"description": "An id: a 64-bit signed integer", **INT64}
+    string = {
         "description": f"An id: a string of 1 to {MAX_STRING_ID} characters",
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_STRING_ID,
+    }
+    if kind != ANY_ID:
+        return integer if kind == "integer" else string
+    return {
+        "description": 'An id: an integer, or a string (42 and "42" are the same id)',
+        "oneOf": [integer, string],
     }
 
 
@@ -448,14 +474,11 @@ def source_schema(source, task, fields):
     return fields.get(name, {})  # the field as the client sent it: any JSON if unknown
 
 
-def answer_schema(sources, task, fields, conflict=False):
-    """An object of exactly the keys of `sources`. In a 409, request.<field> is null: the
-    answer of a conflict quotes the model only (app.conflict)."""
+def answer_schema(sources, task, fields):
+    """An object of exactly the keys of `sources` (a 409's too: serving.conflict)."""
     properties = {}
     for key, source in sources.items():
         schema = source_schema(source, task, fields)
-        if conflict and source.startswith("request."):
-            schema = {"type": "null"}
         properties[key] = {"description": f"From {source}", **schema}
     return {
         "type": "object",
@@ -466,28 +489,48 @@ def answer_schema(sources, task, fields, conflict=False):
 
 
 def conflict_schema(model):
-    answer = answer_schema(predict_sources(model), model.task, {}, conflict=True)
+    """/predict's 409: the error, and the answer's keys (an answer key "error" is the error)."""
+    answer = answer_schema(predict_sources(model), model.task, request_fields(model))
+    properties = {"error": {"type": "string"}}
+    properties.update((k, v) for k, v in answer["properties"].items() if k != "error")
     return {
         **answer,
         "description": "The error, and what the observation just sent would have been answered",
-        "required": ["error", *answer["required"]],
-        "properties": {"error": {"type": "string"}, **answer["properties"]},
+        "required": list(properties),
+        "properties": properties,
+    }
+
+
+def client_id_schema(model):
+    """An id as a batch result or a stored row shows it: one field's value, {field: value}."""
+    contract = model.contract
+    if len(contract.id_fields) == 1:
+        return id_schema(contract.id_kinds[contract.id_fields[0]])
+    return {
+        "description": "The composite id, field by field",
+        "type": "object",
+        "required": list(contract.id_fields),
+        "additionalProperties": False,
+        "properties": {f: id_schema(contract.id_kinds[f]) for f in contract.id_fields},
     }
 
 
 def batch_result(model):
-    """One item's result: its id under the contract's field(s), its status, its answer."""
-    ids = id_properties(model)
-    answer = answer_schema(predict_sources(model), model.task, request_fields(model))
-    conflict = conflict_schema(model)["properties"]
-    unreadable = {field: {"anyOf": [schema, {"type": "null"}]} for field, schema in ids.items()}
-    # Merged in the order batch_scoring.to_result merges them: a later key wins.
+    """One item's result (predict_batch.to_result): its id, its status, and its answer (the
+    predict route's, nested: no key of a brief's answer can meet these) or its error."""
+    sent = client_id_schema(model)
+    unreadable = {"description": "null when it cannot be read", "anyOf": [sent, {"type": "null"}]}
+    answer = {"description": "What the predict route answers for the item", **ref("PredictAnswer")}
+    error = {"type": "string"}
     variants = [
-        ("The item's answer", {**ids, "status": {"const": 200}, **answer["properties"]}),
-        ("A conflict", {**ids, "status": {"const": 409}, **conflict}),
+        ("The item's answer", {"id": sent, "status": {"const": 200}, "answer": answer}),
         (
-            "An invalid item; an id that cannot be read is null",
-            {**unreadable, "status": {"const": 422}, "error": {"type": "string"}},
+            "A conflict",
+            {"id": sent, "status": {"const": 409}, "error": error, "answer": answer},
+        ),
+        (
+            "An invalid item",
+            {"id": unreadable, "status": {"const": 422}, "error": error},
         ),
     ]
     return {
@@ -553,23 +596,12 @@ def update_answer(model, fields):
 def stored_prediction(model):
     """A stored row (app.prediction_to_dict): the answer of the tutorial's /update, and the
     rows of /list-db-contents."""
-    contract = model.contract
-    if len(contract.id_fields) == 1:
-        client_id = id_schema(contract.id_kinds[contract.id_fields[0]])
-    else:
-        client_id = {
-            "description": "The composite id, field by field",
-            "type": "object",
-            "required": list(contract.id_fields),
-            "additionalProperties": False,
-            "properties": {f: id_schema(contract.id_kinds[f]) for f in contract.id_fields},
-        }
     truth = {
         "description": "The true outcome once /update has set it, else null",
         "anyOf": [ref("ClassLabel") if hasattr(model.task, "classes") else ref("Prediction")]
         + [{"type": "null"}],
     }
-    properties = {"id": STORED_ROW["id"], "observation_id": client_id, **STORED_ROW}
+    properties = {"id": STORED_ROW["id"], "observation_id": client_id_schema(model), **STORED_ROW}
     properties[model.task.truth_field] = truth
     properties["created_at"] = properties.pop("created_at")  # in the order of the row
     return {
@@ -645,9 +677,10 @@ CONTRACT_PARTS = {
 CONTRACT_WORDS = {
     "path": "Its path (served with a final slash too)",
     "id": "The field(s) of the id: several make one composite key",
-    "id_types": "The JSON type of each id field",
+    "id_types": 'The JSON type of each id field ("integer or string": either, 42 and "42" one id)',
     "observation": 'The field of the features; "" when they are the body\'s own fields',
     "answer": "Each key of the answer and its source: prediction.<output>, request.<field>",
+    "invalid": 'A bad feature value: "reject" (422) or "as_missing" (scored as missing, 200)',
     "true": "The field of the true outcome, or one field per target",
 }
 
@@ -1140,6 +1173,7 @@ STATS_SCHEMAS = {
             "drift",
             "drift_note",
             "unreadable_observations",
+            "replaced",
         ],
         "additionalProperties": False,
         "properties": {
@@ -1277,6 +1311,22 @@ STATS_SCHEMAS = {
                 ),
                 "type": "integer",
                 "minimum": 0,
+            },
+            "replaced": {
+                "description": (
+                    'Rows with values answered as missing ([predict] invalid = "as_missing"): '
+                    "how many, and how many had each field replaced"
+                ),
+                "type": "object",
+                "required": ["rows", "by_field"],
+                "additionalProperties": False,
+                "properties": {
+                    "rows": {"type": "integer", "minimum": 0},
+                    "by_field": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer", "minimum": 1},
+                    },
+                },
             },
         },
         "oneOf": [

@@ -96,8 +96,8 @@ def contract_shape(model):
 
 def id_words(predict, columns):
     """How the page sends the id, in words: "a new random id", or field by field."""
-    if predict["id"] == ["id"] and predict["id_types"]["id"] == "integer":
-        return "a new random id"  # the tutorial's
+    if predict["id"] == ["id"] and predict["id_types"]["id"] != "string":
+        return "a new random id"  # the tutorial's (an integer, though a string would do)
     said = []
     for name in predict["id"]:
         if name in columns:

@@ -1,15 +1,19 @@
 """POST /predict-batch: many observations in one request, each answered as /predict would.
 
     {"observations": [{"id": 1, "observation": {...}}, {"id": 2, "observation": {...}}]}
-    -> {"results": [{"id": 1, "status": 200, "proba": 0.76}, {"id": 2, "status": 422, ...}]}
-
-(Each result carries the task's answer, as /predict's: {"proba"} for a binary classifier,
-{"label", "probabilities"} for a multiclass one, {"prediction"} for a regressor.)
+    -> {"results": [{"id": 1, "status": 200, "answer": {"proba": 0.76}},
+                    {"id": 2, "status": 422, "error": "observation.Age must be a number..."}]}
 
 Every item gets, in order, exactly what /predict would have answered for it, had the items
 been sent one after the other: 200 with its answer (new, or a retry of a stored id with the
 same observation), 409 with an error and the answer (the id is stored with another
 observation), 422 with an error (that item is invalid). One bad item never fails the others.
+
+Each result is {"id", "status"} and "answer" (200, 409) and/or "error" (409, 422). "answer"
+is exactly /predict's answer for the item, whatever keys the contract gives it ({"proba"}
+for the tutorial's binary classifier; a brief's {"id", "outcome"}...): nested, it can never
+meet the result's own keys. "id" is the item's id as the client sent it: a value, or
+{field: value} for a composite id; null when it cannot be read.
 
 The valid items are scored in one predict_proba call and stored in one transaction, by the
 same function that /predict's micro-batcher calls (app.score_and_store). The whole request
@@ -106,8 +110,12 @@ def readable_id(item, model):
 
 
 def to_result(client_id, outcome, model, item):
-    """The item's answer, with its id under the contract's id field(s)."""
-    ids = model.contract.id_fields_of(client_id)
-    if isinstance(outcome, ApiError):  # 409 carries the answer, as /predict's does
-        return {**ids, "status": outcome.status, "error": outcome.message, **outcome.extra}
-    return {**ids, "status": 200, **model.contract.predict_answer(outcome, item, model.task)}
+    """{"id", "status", "answer"} of an answered item; {"id", "status", "error"} of a refused
+    one, and its "answer" too for a 409 (the answer /predict's 409 carries)."""
+    if not isinstance(outcome, ApiError):
+        answer = model.contract.predict_answer(outcome, item, model.task)
+        return {"id": client_id, "status": 200, "answer": answer}
+    result = {"id": client_id, "status": outcome.status, "error": outcome.message}
+    if outcome.status == 409:
+        result["answer"] = outcome.extra
+    return result

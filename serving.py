@@ -19,7 +19,7 @@ request to a micro-batcher (batching.py), which runs score_and_store on them all
 import hmac
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -40,6 +40,7 @@ from peewee import (
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from contract import integer_of_key
 from values import is_missing, json_type, parse_integer, parse_number
 
 
@@ -50,7 +51,7 @@ class StartupError(Exception):
 class ApiError(Exception):
     """A request the service must refuse; becomes {"error": message} with the status."""
 
-    def __init__(self, status, message, **extra):
+    def __init__(self, status, message, /, **extra):  # extra may hold a key "status" too
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
 
@@ -60,6 +61,8 @@ signals = Namespace()
 predictions_answered = signals.signal("predictions-answered")  # outcomes=[output or ApiError]
 batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
 database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
+# [predict] invalid = "as_missing": the values treated as missing in the answered requests.
+values_replaced = signals.signal("values-replaced")  # replaced=[{field: why}, ...]
 
 # ---------------------------------------------------------------------------------------
 # 1. The table
@@ -90,12 +93,31 @@ class Prediction(Model):
     proba = DoubleField(null=True)
     threshold = DoubleField(null=True)
     positive_class = TextField(null=True)  # JSON
+    # JSON {field: why} of the values treated as missing ([predict] invalid = "as_missing"),
+    # those "reject" would have refused; NULL when none was.
+    replaced = TextField(null=True)
     true_value = TextField(null=True)  # JSON: the true label or number(s), from /update
-    true_class = IntegerField(null=True)  # written by releases before any task; kept as is
+    true_class = IntegerField(null=True)  # the tutorial's column: see true_class_of
     created_at = DateTimeField()  # UTC
 
     class Meta:
         database = database
+
+
+# peewee's IntegerField is PostgreSQL's INTEGER: 32 bits.
+TRUE_CLASS_RANGE = range(-(2**31), 2**31)
+
+
+def true_class_of(label):
+    """A classifier's label as the tutorial's true_class column holds it, or None.
+
+    The tutorial's queries (`WHERE true_class IS NOT NULL`) read an integer class: an
+    integer label as such, a boolean as 1 or 0. Other labels (strings, fractions) and
+    integers beyond 32 bits leave it NULL; true_value holds every label (/update writes both).
+    """
+    if isinstance(label, int) and int(label) in TRUE_CLASS_RANGE:  # bool is an int: 1 or 0
+        return int(label)
+    return None
 
 
 # Errors that mean "the database cannot be reached or is too busy right now": 503.
@@ -190,25 +212,50 @@ def validate_observation(observation, model):
 
     `observation` is the object of features: the body's "observation", or under a brief's
     contract another field or the body itself; errors name the fields as the brief does.
+    This is the "reject" mode, whatever the contract says (drift reads observations so).
     """
+    values, problems = check_observation(observation, model)
+    if problems:
+        raise ApiError(422, "; ".join(message for message, _ in problems.values()))
+    return values
+
+
+def read_observation(observation, model):
+    """(values, replaced) as api.toml's [predict] invalid says.
+
+    "reject": validate_observation's 422. "as_missing": every value that reject would
+    refuse is missing (NaN) instead, for the pipeline's imputers, and replaced says which
+    and why: {field: "must be a number, got a string"}. An observation that is not an
+    object stays a 422 in both modes.
+    """
+    if model.contract.invalid == "reject":
+        return validate_observation(observation, model), {}
+    values, problems = check_observation(observation, model)
+    return values, {name: why for name, (_, why) in problems.items()}
+
+
+def check_observation(observation, model):
+    """(values in column order, {field: (error message, why)}), a bad value being NaN."""
     if not isinstance(observation, dict):
         raise ApiError(422, model.contract.shape())
-    values, problems = [], []
+    values, problems = [], {}
     for column in model.columns:  # extra keys are ignored: the model does not use them
+        name, value = model.contract.field_name(column), observation.get(column)
         try:
-            values.append(
-                validate_value(
-                    observation.get(column),
-                    model.contract.field_name(column),
-                    model.kinds[column],
-                    model.dtypes[column],
-                )
-            )
+            values.append(validate_value(value, name, model.kinds[column], model.dtypes[column]))
         except ValueError as problem:
-            problems.append(str(problem))
-    if problems:
-        raise ApiError(422, "; ".join(problems))
-    return values
+            values.append(math.nan)
+            problems[name] = (str(problem), why_refused(observation, column, name, problem))
+    return values, problems
+
+
+def why_refused(observation, column, name, problem):
+    """What was wrong with a value, without its field's name: "null", "must be a number..."."""
+    if column not in observation:
+        return "missing"
+    if is_missing(observation[column]):
+        return "null" if observation[column] is None else "NaN"
+    return str(problem).removeprefix(f"{name} ")
 
 
 def parse_id(payload, model):
@@ -230,8 +277,8 @@ def parse_truth(payload, model):
 def parse_prediction_request(body, payload, model):
     """A /predict body -> the PredictionRequest to score: its key, id and valid values."""
     key, client_id = parse_id(payload, model)
-    values = validate_observation(model.contract.observation_of(payload), model)
-    return PredictionRequest(key, client_id, body, values)
+    values, replaced = read_observation(model.contract.observation_of(payload), model)
+    return PredictionRequest(key, client_id, body, values, replaced)
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,14 +292,56 @@ def predict_outputs(rows, model):
     An output is a dict of JSON values (tasks.py): for a binary classifier the probability
     of the positive class, the decision and the label; for a regressor the number(s).
     """
-    frame = pd.DataFrame(rows, columns=model.columns).astype(model.dtypes)
     try:
-        return model.task.predict(model.pipeline, frame)
+        return model.task.predict(model.pipeline, frame_of(rows, model))
     except ValueError as error:  # e.g. a category the pipeline refuses
         raise ApiError(422, f"The model cannot score this observation: {error}") from None
 
 
+# The kinds of column whose training dtype (int64, bool) cannot hold NaN.
+STRICT_KINDS = ("integer", "boolean")
+
+
+def frame_of(rows, model):
+    """The rows as a frame of the training dtypes.
+
+    In "as_missing" mode an integer or boolean column that holds a missing value becomes
+    float64 or object instead: NaN fits those, and the pipeline's imputer fills it.
+    """
+    frame = pd.DataFrame(rows, columns=model.columns)
+    if model.contract.invalid != "as_missing":
+        return frame.astype(model.dtypes)
+    dtypes = dict(model.dtypes)
+    for column in model.columns:
+        kind, dtype = model.kinds[column], dtypes[column]
+        # A pandas extension dtype (Int64, boolean) holds a missing value itself.
+        if kind in STRICT_KINDS and isinstance(dtype, np.dtype) and frame[column].isna().any():
+            dtypes[column] = np.float64 if kind == "integer" else object
+    return frame.astype(dtypes)
+
+
 def score_each(rows, model):
+    """An output or an ApiError per row (score_together), in the order of `rows`.
+
+    In "as_missing" mode, the rows with a missing integer or boolean value are scored apart
+    from the others: their frame takes other dtypes (frame_of), which must not change the
+    answer of any other row.
+    """
+    if model.contract.invalid != "as_missing":  # then no such value gets this far
+        return score_together(rows, model)
+    columns = [i for i, c in enumerate(model.columns) if model.kinds[c] in STRICT_KINDS]
+    apart = [any(is_missing(row[i]) for i in columns) for row in rows]
+    outcomes = [None] * len(rows)
+    for group in (False, True):
+        indices = [k for k, flag in enumerate(apart) if flag is group]
+        if indices:
+            scored = score_together([rows[k] for k in indices], model)
+            for k, outcome in zip(indices, scored, strict=True):
+                outcomes[k] = outcome
+    return outcomes
+
+
+def score_together(rows, model):
     """An output or an ApiError per row: one call for all, row by row if it fails.
 
     The model refuses a whole frame when one row is bad; scoring that batch again one row
@@ -270,6 +359,107 @@ def score_each(rows, model):
         except ApiError as error:
             outcomes.append(error)
     return outcomes
+
+
+def check_missing_values(model, profile):
+    """At start-up in "as_missing" mode: can the pipeline take a missing value anywhere?
+
+    A typical row (typical_row) is scored with one column at a time missing: a column where
+    the pipeline raises, or answers NaN, is a StartupError naming it. Returns None when
+    checked, or why the check was skipped (the typical row itself cannot be scored).
+    """
+    row, source = typical_row(model, profile)
+    problem = scoring_problem(row, model)
+    if problem:
+        return f"a typical row built from {source} cannot be scored ({problem})"
+    for index, column in enumerate(model.columns):
+        problem = scoring_problem([*row[:index], math.nan, *row[index + 1 :]], model)
+        if problem:
+            raise StartupError(
+                f'api.toml [predict] invalid = "as_missing": the pipeline cannot score a '
+                f"missing {column} ({problem}); add an imputer for it or keep "
+                'invalid = "reject".'
+            )
+    return None
+
+
+def scoring_problem(row, model):
+    """What goes wrong when the pipeline scores this row (one line), or None."""
+    try:
+        output = model.task.predict(model.pipeline, frame_of([row], model))[0]
+    except Exception as error:  # whatever the pipeline raises, it cannot take the row
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    if not all_finite(output):
+        return "it answers NaN"
+    return None
+
+
+def all_finite(output):
+    if isinstance(output, dict):
+        return all(all_finite(value) for value in output.values())
+    return not isinstance(output, float) or math.isfinite(output)
+
+
+def typical_row(model, profile):
+    """(values, where they come from): a valid row the pipeline should score.
+
+    From training_profile.json (drift.py) when there is one: a numeric column's middle bin
+    edge, a categorical one's most common category. Else, or where the profile has none:
+    the first category the pipeline's fitted encoders know, 0, false or "".
+    """
+    known = fitted_categories(model.pipeline)
+    fallback = {"integer": 0, "float": 0.0, "boolean": False, "string": ""}
+    values = []
+    for column in model.columns:
+        kind = model.kinds[column]
+        described = profile["columns"][column] if profile else {}
+        value = profile_value(described, kind)
+        if value is None:
+            value = known.get(column, "") if kind == "string" else fallback[kind]
+        values.append(value)
+    return values, ("training_profile.json" if profile else "the pipeline's categories and zeros")
+
+
+def profile_value(described, kind):
+    """A column's typical value from its training profile, in its kind, or None."""
+    edges, categories = described.get("edges") or [], described.get("categories") or []
+    if kind in ("integer", "float") and edges:
+        middle = edges[len(edges) // 2]
+        return int(middle) if kind == "integer" else float(middle)
+    if kind == "boolean" and categories:
+        return categories[0] == "true"  # drift.category_key writes booleans so
+    if kind == "string" and categories:
+        return categories[0]
+    return None
+
+
+def fitted_categories(estimator):
+    """{column: its first known string category} from the fitted encoders (categories_) of
+    a pipeline's column transformers, as far as they can be matched to columns."""
+    found = {}
+    for _, transformer, columns in getattr(estimator, "transformers_", []):
+        categories = encoder_categories(transformer)
+        names = list(columns) if isinstance(columns, list | tuple | np.ndarray) else []
+        if categories is not None and len(categories) == len(names):
+            for name, known in zip(names, categories, strict=True):
+                strings = [category for category in known if isinstance(category, str)]
+                if strings:
+                    found[str(name)] = strings[0]
+    for _, step in getattr(estimator, "steps", []):
+        found.update(fitted_categories(step))
+    return found
+
+
+def encoder_categories(transformer):
+    """The categories_ of a transformer, or of the first step of it that has them."""
+    if hasattr(transformer, "categories_"):
+        return transformer.categories_
+    for _, step in getattr(transformer, "steps", []):
+        categories = encoder_categories(step)
+        if categories is not None:
+            return categories
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,7 +487,7 @@ def same_observation(stored_body, values, model):
     """Whether a stored request carried the same observation (after validation)."""
     try:
         stored_payload = json.loads(stored_body)
-        stored_values = validate_observation(model.contract.observation_of(stored_payload), model)
+        stored_values, _ = read_observation(model.contract.observation_of(stored_payload), model)
     except (ValueError, KeyError, TypeError, AttributeError, ApiError):
         return False
     # json.dumps writes NaN as NaN, so two missing values compare equal here.
@@ -309,9 +499,15 @@ class PredictionRequest:
     """One validated request to score and store: what /predict and /predict-batch send."""
 
     key: str  # what the row is stored under (contract.py): '42', '"abc"', '["a", 3]'
-    client_id: object  # the id as the client sent it: 42, "abc", {"sku": "a", "week": 3}
+    client_id: object  # the id as the client sent it: 42, "42", "abc", {"sku": "a", "week": 3}
     body: str  # the text stored with the row: the request as the client sent it
     values: list  # the observation, validated, in column order
+    replaced: dict = field(default_factory=dict)  # {field: why} treated as missing
+
+    @property
+    def integer_id(self):
+        """The tutorial's observation_id column: 42 for the id 42 or "42" (one key), else None."""
+        return integer_of_key(self.key)
 
 
 def score_and_store(requests, model):
@@ -342,20 +538,27 @@ def score_and_store(requests, model):
         ):
             outcomes.append(answered)  # a new row, or a client retrying: the same answer
         else:
-            outcomes.append(conflict(request_.key, output, model))
+            outcomes.append(conflict(request_, output, model))
     predictions_answered.send(model, outcomes=outcomes)
+    replaced = [
+        r.replaced
+        for r, outcome in zip(requests, outcomes, strict=True)
+        if r.replaced and not isinstance(outcome, ApiError)
+    ]
+    if replaced:
+        values_replaced.send(model, replaced=replaced)
     return outcomes
 
 
 def new_row(request_, output, model, now):
     """The columns of a new row: the request, what the model said, and which model said it."""
-    client_id = request_.client_id
     return {
         "observation_key": request_.key,
-        "observation_id": client_id if isinstance(client_id, int) else None,
+        "observation_id": request_.integer_id,
         "observation": request_.body,
         "model_version": model.version,
         "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
+        "replaced": json.dumps(request_.replaced) if request_.replaced else None,
         "created_at": now,
         **model.task.columns(output),  # a binary classifier's proba, threshold, positive class
     }
@@ -375,13 +578,14 @@ def stored_output(row, model):
     return None
 
 
-def conflict(key, output, model):
+def conflict(request_, output, model):
+    """409: the id is stored with another observation. It carries what this request would
+    have been answered (its request.<field> sources quote this request, as a 200 does)."""
     return ApiError(
         409,
-        f"Observation ID {key} already exists with a different observation; send it with a new id",
-        # What this observation would have been answered (the contract's answer may quote
-        # the request: the 409 has only the model's part of it).
-        **model.contract.predict_answer(output, {}, model.task),
+        f"Observation ID {request_.key} already exists with a different observation; "
+        "send it with a new id",
+        **model.contract.predict_answer(output, json.loads(request_.body), model.task),
     )
 
 

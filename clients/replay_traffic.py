@@ -174,6 +174,11 @@ def health_of(base_url):
     except urllib.error.HTTPError as error:
         with error:
             body = error.read()
+    return model_and_contract(body)
+
+
+def model_and_contract(body):
+    """(model, contract or None) from the body of a /health answer."""
     try:
         health = json.loads(body)
         model = health["model"]

@@ -10,16 +10,20 @@ INPUT.csv holds one observation per row: the id column(s) and the model's column
 GET /health lists. The id columns are named like the contract's id fields (`id` for the
 tutorial, `observation_id` for the stop-and-search brief, every field of a composite key);
 --id-column names another column for a one-field id. An id is read as the contract types
-it (an integer, or a string). Other columns are ignored. A value is parsed by the dtype
+it: an integer, a string, or, for an id that takes either (the tutorial's), an integer when
+the text is one written plainly ("42": the service holds 42 and "42" as one id) and a string
+otherwise ("042", "E12"). Other columns are ignored. A value is parsed by the dtype
 /health reports for its column, so that "3" in an integer column is sent as 3 and "C85"
 stays a string; an empty cell is a missing value. A value that does not parse is sent as it
 is, and the service says what is wrong with it in that row's error. Each row is sent in the
 contract's shape: the features nested in the observation field, or next to the id.
 
 OUTPUT.csv holds the input columns, unchanged, plus one column per key of the contract's
-answer, `status` and `error` (the answer of the batch route for that row: 200 with the
+answer, `status` and `error` (the result of the batch route for that row: 200 with the
 answer, 409 with the answer and an error, 422 with an error), one line per input row, in
-order. A key whose value is an object gets a column per entry, named <key>_<entry>:
+order. A key whose value is an object gets a column per entry, named <key>_<entry>; a
+column whose name OUTPUT.csv already has (an input column, such as the id an answer
+echoes, or status, or error) is named answer_<key>:
 
     tutorial binary classifier    proba (the probability of the positive class)
     tutorial multiclass           label, then probabilities_<class> for each class
@@ -197,7 +201,7 @@ class Brief:
 
     converters: dict  # model column -> how its cells become JSON values
     id_columns: dict  # id field -> the CSV column that holds it
-    id_kinds: dict  # id field -> "integer" or "string"
+    id_kinds: dict  # id field -> "integer", "string" or "integer or string"
     observation_field: str  # "" = the features next to the id
     batch_path: str
     answers: "AnswerColumns"
@@ -226,7 +230,19 @@ class Brief:
         return {**features, **ids}
 
 
-ID_CONVERTERS = {"integer": to_integer, "string": to_string}
+def to_id(text):
+    """An id that may be an integer or a string: "42" -> 42, which the service holds as the
+    same id as "42"; any other text as it is ("042", "E12", "4.0": ids of their own)."""
+    if text == "":
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        return text
+    return number if str(number) == text and -(2**63) <= number < 2**63 else text
+
+
+ID_CONVERTERS = {"integer": to_integer, "string": to_string, "integer or string": to_id}
 
 
 @dataclass
@@ -238,7 +254,26 @@ class AnswerColumns:
 
     def cells(self, result):
         """One value per column; None for a row without an answer (a 422)."""
-        return [cell(dig(result, path)) for path in self.paths.values()]
+        answer = answer_of(result)
+        return [cell(dig(answer, path)) for path in self.paths.values()]
+
+    def clear_of(self, names):
+        """These columns, each renamed answer_<name> while OUTPUT.csv has its name already."""
+        paths = {}
+        for column, path in self.paths.items():
+            while column in names or column in paths:
+                column = f"answer_{column}"
+            paths[column] = path
+        return AnswerColumns(paths, self.noun)
+
+
+def answer_of(result):
+    """The answer of a batch result: {"id", "status", "answer"} (a 200, a 409), or beside
+    the status from a service of an earlier release; None for a 422."""
+    if result.get("status") not in (200, 409):
+        return None
+    answer = result.get("answer")
+    return answer if isinstance(answer, dict) else result
 
 
 NOUNS = {
@@ -522,13 +557,14 @@ def score_file(options, service):
     header = read_csv(options.input, nrows=0)  # an unreadable file fails before the service
     brief = service.brief()
     total = check_files(options, list(header.columns), brief)
-    answers = brief.answers
-    taken = [name for name in [*answers.paths, "status", "error"] if name in header]
-    if taken:  # writing over it would lose the input's values (a true label, say)
+    taken = [name for name in ("status", "error") if name in header]
+    if taken:  # writing over it would lose the input's values
         raise UsageError(
             f"{options.input} has a column {taken[0]!r}, which OUTPUT.csv needs for the "
-            "answer: rename it."
+            "result: rename it."
         )
+    # An answer's column never replaces an input column (the id it echoes, a true label).
+    answers = brief.answers.clear_of({*header.columns, "status", "error"})
     missing = [column for column in brief.converters if column not in header]
     if missing:
         say(f"{options.input} has no column {', '.join(missing)}: sent as missing values.")

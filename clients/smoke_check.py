@@ -57,6 +57,8 @@ UPDATE = "POST {update} stores the true outcome"
 UNKNOWN = "POST {update} of an unknown id answers 404"
 NOT_JSON = "a body that is not JSON answers 400"
 INVALID = "an observation with a wrongly typed value answers 422"
+# INVALID's check under api.toml [predict] invalid = "as_missing": the value is scored missing.
+TREATED = "an observation with a wrongly typed value answers 200, the value treated as missing"
 CHECKS = [HEALTH, FITS, PREDICT, RETRY, CONFLICT, UPDATE, UNKNOWN, NOT_JSON, INVALID]
 
 
@@ -222,6 +224,7 @@ class Brief:
         self.id_fields = [str(name) for name in predict["id"]]
         self.id_types = {name: predict["id_types"][name] for name in self.id_fields}
         self.observation_field = str(predict["observation"])
+        self.invalid = predict.get("invalid", "reject")  # absent before the key existed
         self.answer = dict(predict["answer"])
         self.true = update["true"]  # a field, or {target: field}
         self.update_answer = update["answer"]  # {key: source}, or "the stored row"
@@ -268,6 +271,12 @@ class Brief:
         if isinstance(self.true, dict):
             return {**ids, **{name: truth.get(target) for target, name in self.true.items()}}
         return {**ids, self.true: truth}
+
+    def fields_sent(self, sent):
+        """What request.<field> reads of a body: its own fields, else its observation's."""
+        sent = sent or {}
+        nested = sent.get(self.observation_field) if self.observation_field else None
+        return {**(nested if isinstance(nested, dict) else {}), **sent}
 
     def client_id(self, ids):
         """The id as a stored row shows it: the value of a one-field id, else all of them."""
@@ -367,8 +376,8 @@ def whole_problem(value, model):
 def source_problem(source, value, model, sent, conflict=False):
     """What is wrong with an answer's value for its source, or None.
 
-    request.<field> quotes what was sent (`sent`); a 409's answer quotes the model only, so
-    there it may be null.
+    request.<field> quotes what was sent (`sent`, Brief.fields_sent); a 409's answer may
+    quote null instead (a service of an earlier release quoted the model only).
     """
     where, _, name = source.partition(".")
     if where == "request":
@@ -396,7 +405,7 @@ def answer_problem(response, model, brief=None, sent=None, conflict=False):
     if extra:
         return f"the answer has keys the contract does not name: {', '.join(extra)}"
     for key, source in brief.answer.items():
-        problem = source_problem(source, body[key], model, sent, conflict)
+        problem = source_problem(source, body[key], model, brief.fields_sent(sent), conflict)
         if problem:
             return f"{key}: {problem}"
     return decision_problem(brief.parts(body), model)
@@ -602,13 +611,28 @@ def check_refusals(client, check, observation, brief):
     ids = brief.fresh_ids(observation)
     bad_body = brief.predict_body(ids, bad if bad is not None else ["not", "an object"])
     answer = client.request("POST", brief.predict_path, bad_body)
-    if answer.status == 422 and is_error_body(answer):
+    if brief.invalid == "as_missing" and bad is not None:
+        check_treated_as_missing(check, answer)
+    elif answer.status == 422 and is_error_body(answer):
         check.passes(INVALID, answer.json()["error"])
     else:
         check.fails(
             INVALID,
             answer.describe(),
             "validate_observation() in app.py must refuse a value of the wrong type with 422",
+        )
+
+
+def check_treated_as_missing(check, answer):
+    treated = {k.lower(): v for k, v in answer.headers.items()}.get("x-treated-as-missing")
+    if answer.status == 200 and treated:
+        check.passes(TREATED, f"X-Treated-As-Missing: {treated}")
+    else:
+        check.fails(
+            TREATED,
+            answer.describe(),
+            'api.toml [predict] invalid = "as_missing": serving.read_observation must score a '
+            "wrongly typed value as missing and the answer name it in X-Treated-As-Missing",
         )
 
 
@@ -655,7 +679,8 @@ def check_conflict(client, check, ids, observation, brief):
         return
     conflict = client.request("POST", brief.predict_path, brief.predict_body(ids, changed))
     refused = conflict.status == 409 and is_error_body(conflict)
-    if refused and answer_problem(conflict, brief.model, brief, conflict=True) is None:
+    sent = brief.predict_body(ids, changed)
+    if refused and answer_problem(conflict, brief.model, brief, sent, conflict=True) is None:
         check.passes(CONFLICT, conflict.json()["error"])
     else:
         keys = ", ".join(f'"{key}": ...' for key in brief.answer)

@@ -1,15 +1,15 @@
 """Run the notebooks top to bottom and save them with their outputs (`make notebooks`).
 
 Notebook 1 retrains the model and rewrites the artifacts at the repository root;
-notebook 2 loads them back. Notebook 3 reads stored traffic: here, a temporary SQLite
-database that the service (app.py, in this process) fills as `make replay` would, with
-notebook 1's held-out passengers and their outcomes. Timings are not recorded, so that a
-rerun that changes nothing leaves the notebooks unchanged in git.
+notebook 2 loads them back. Notebook 3 analyses the demo traffic it makes itself
+(traffic.py: notebook 1's held-out passengers through the service, in its own process), as
+on a fresh clone: without the variables that name other traffic (.env may hold them: the
+Makefile exports it), and with DEMO_TRAFFIC=1 when a predictions.db is here.
+Timings are not recorded, so that a rerun that changes nothing leaves notebooks 1 and 2
+unchanged in git (notebook 3 shows when its demo traffic was sent).
 """
 
 import os
-import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -28,25 +28,11 @@ def execute(name):
     print(f"ran {name}")
 
 
-def replay_into(database_url):
-    """Send the held-out passengers and their outcomes to app.py, on database_url."""
-    os.environ["DATABASE_URL"] = database_url  # `import app` builds its app on it
-    sys.path.insert(0, str(ROOT))
-    import app
-    from clients import replay_traffic
-
-    client = app.app.test_client()
-
-    def post(path, body):
-        answer = client.post(path, json=body)
-        return answer.status_code, answer.get_json()
-
-    passengers = replay_traffic.held_out_passengers()
-    print("replayed:", replay_traffic.replay(post, passengers, connections=1))
-
-
 execute("1_train_and_serialize.ipynb")
 execute("2_deserialize_and_use.ipynb")
-with tempfile.TemporaryDirectory() as folder:
-    replay_into(f"sqlite:///{folder}/replayed.db")  # the notebook's kernel inherits the variable
-    execute("3_monitor_the_model.ipynb")
+# The notebook's kernel inherits this environment.
+for name in ("TRAFFIC_CSV", "DATABASE_URL"):
+    os.environ.pop(name, None)
+if (ROOT / "predictions.db").exists():
+    os.environ["DEMO_TRAFFIC"] = "1"
+execute("3_monitor_the_model.ipynb")

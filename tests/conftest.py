@@ -31,9 +31,9 @@ TITANIC = ROOT / "examples" / "titanic"
 # database at a throwaway file so that tests never write predictions.db in the repo.
 os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/import.db"
 os.environ["MODEL_DIR"] = str(TITANIC)
-# Settings a student's .env may hold for their own model (the Makefile exports it): the
-# tests set them where they test them.
-for name in ("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS"):
+# Settings a student's .env may hold for their own model or traffic (the Makefile exports
+# it): the tests set them where they test them.
+for name in ("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS", "TRAFFIC_CSV", "DEMO_TRAFFIC"):
     os.environ.pop(name, None)
 
 import app as service  # noqa: E402

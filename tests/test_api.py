@@ -132,14 +132,18 @@ def test_a_missing_integer_column_and_several_problems_are_all_named(client, exa
     assert "observation.Age must be a number" in error
 
 
+ONE_OF = "id must be an integer or a non-empty string, "
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         ({"observation": EXAMPLE}, "id is required"),
-        ({"id": "7", "observation": EXAMPLE}, "id must be an integer, got a string"),
-        ({"id": 7.5, "observation": EXAMPLE}, "id must be an integer, got a fraction"),
-        ({"id": True, "observation": EXAMPLE}, "id must be an integer, got a boolean"),
-        ({"id": None, "observation": EXAMPLE}, "id must be an integer, got null"),
+        ({"id": "", "observation": EXAMPLE}, "id must not be empty"),  # "7" is an id: 7
+        ({"id": 7.5, "observation": EXAMPLE}, ONE_OF + "got a fraction"),
+        ({"id": True, "observation": EXAMPLE}, ONE_OF + "got a boolean"),
+        ({"id": None, "observation": EXAMPLE}, ONE_OF + "got null"),
+        ({"id": [7], "observation": EXAMPLE}, ONE_OF + "got an array"),
         ({"id": 2**63, "observation": EXAMPLE}, "id must be between"),
         ({"id": 7}, "observation must be a JSON object"),
         ({"id": 7, "observation": [1, 2]}, "observation must be a JSON object"),
@@ -227,9 +231,9 @@ def test_the_label_must_be_one_of_the_classes(client, example, label):
 
 
 def test_update_checks_the_id_too(client):
-    response = post(client, "/update", {"id": "x", "true_class": 1})
+    response = post(client, "/update", {"id": True, "true_class": 1})
     assert response.status_code == 422
-    assert "id must be an integer" in response.json["error"]
+    assert response.json["error"].startswith(ONE_OF)
 
 
 # --- GET /health --------------------------------------------------------------------

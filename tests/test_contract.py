@@ -10,22 +10,27 @@ Three contracts that differ from the tutorial's, and from each other, in every k
 Each is served by gunicorn from a folder holding the model and its api.toml, on SQLite and
 PostgreSQL; 16 clients at once, so that requests are scored together. The answers are
 compared with the pipeline's own, computed here. The start-up checks of api.toml run
-in-process.
+in-process, and so do the answers that echo the request (the id, a composite id's parts, a
+feature: nested in a /predict-batch result) and the ids of every shape: 42 and "42" one id,
+"042" another, id_type narrowing them, anything else a 422 that names the field.
 """
 
+import inspect
 import json
 import math
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import ROOT, same_probability, service
+from conftest import EXAMPLE, ROOT, same_probability, service
 from sklearn.datasets import load_linnerud, load_wine
+from test_openapi import check_against_spec
 
 EXAMPLES = ROOT / "examples"
 TOKEN = "contract-admin-token"
@@ -225,7 +230,7 @@ def assert_batch(server, contract, bodies, answers):
     status, batch = post(server.url + contract.batch_path, {"observations": bodies})
     assert status == 200, batch
     for result, (_, answer), body in zip(batch["results"], answers, bodies, strict=True):
-        assert result == {**{k: body[k] for k in contract.id_fields}, "status": 200, **answer}
+        assert result == {"id": contract.read_id(body)[1], "status": 200, "answer": answer}
 
 
 def assert_id_refusals(url, contract, body):
@@ -233,7 +238,7 @@ def assert_id_refusals(url, contract, body):
     for name in contract.id_fields:
         status, error = post(url, {k: v for k, v in body.items() if k != name})
         assert (status, error["error"].split(" ")[0]) == (422, name), error
-        wrong = 7 if contract.id_kinds[name] == "string" else "7"
+        wrong = {"string": 7, "integer": "7"}.get(contract.id_kinds[name], True)
         status, error = post(url, {**body, name: wrong})
         assert status == 422 and error["error"].startswith(f"{name} must be"), error
 
@@ -295,13 +300,14 @@ def test_the_tutorial_contract_holds_without_the_file(client):
     assert contract["predict"] == {
         "path": "/predict",
         "id": ["id"],
-        "id_types": {"id": "integer"},
+        "id_types": {"id": "integer or string"},
         "observation": "observation",
         "answer": {"proba": "prediction.probability"},
+        "invalid": "reject",
     }
     assert (contract["update"]["path"], contract["update"]["true"]) == ("/update", "true_class")
-    assert client.post("/predict/", json={"id": "1", "observation": {}}).json == {
-        "error": "id must be an integer, got a string"
+    assert client.post("/predict/", json={"id": True, "observation": {}}).json == {
+        "error": "id must be an integer or a non-empty string, got a boolean"
     }
 
 
@@ -355,8 +361,12 @@ def test_a_string_id_has_a_length_limit(database_url):
         ),
         ("[predict\n", "Cannot read"),
         (
-            "[predict]\nanswer = { status = 'prediction' }\n",
-            "api.toml [predict] answer: status is also a key of every /predict-batch result",
+            "[predict]\nid_type = 'integer or string'\n",
+            'api.toml [predict] id_type must be "integer" or "string"',
+        ),
+        (
+            "[predict]\nanswer = { id = 'request' }\n",
+            "api.toml [predict] answer: id = 'request' is not something this regression model",
         ),
     ],
 )
@@ -399,3 +409,244 @@ def test_an_update_of_a_row_another_task_answered_quotes_a_null_prediction(tmp_p
     client = service.create_app({"MODEL_DIR": str(folder), "DATABASE_URL": url}).test_client()
     answer = client.post("/tasted", json={"sample": 5, "cultivar": "class_1"})
     assert (answer.status_code, answer.json["predicted"]) == (200, None)
+
+
+# --- Answers that echo the request, ids of any shape --------------------------------------
+
+WINE = {c: float(v) for c, v in load_wine(as_frame=True).data.iloc[0].items()}
+
+
+@dataclass
+class Echo:
+    """A brief whose answer echoes request fields: what it answers of one body."""
+
+    example: str
+    toml: str
+    body: dict
+    echoed: dict  # the answer's keys that quote the request, and their values
+    sent_id: object  # the id a /predict-batch result gives this body
+    column: str  # a feature to change (another observation, same id) or spoil (a 422)
+
+
+ECHOES = {
+    # The answer's keys are those of a /predict-batch result, and an "error".
+    "nested, keys of a batch result": Echo(
+        "wine",
+        """
+        [predict.answer]
+        id = "request.id"
+        status = "prediction.label"
+        error = "request.alcohol"  # a feature, from the observation object
+        answer = "request.note"  # a field the model ignores
+        """,
+        {"id": "case-00042", "note": "not a feature", "observation": WINE},
+        {"id": "case-00042", "error": WINE["alcohol"], "answer": "not a feature"},
+        "case-00042",
+        "malic_acid",
+    ),
+    "flat, each part of a composite id": Echo(
+        "linnerud",
+        """
+        [predict]
+        id = ["athlete", "day"]
+        observation = ""
+        answer = { athlete = "request.athlete", day = "request.day", Chins = "request.Chins", weight = "prediction.Weight" }
+        """,  # noqa: E501 (TOML writes an inline table on one line)
+        {"athlete": "a-1", "day": "3", "Chins": 5, "Situps": 162, "Jumps": 60},
+        {"athlete": "a-1", "day": "3", "Chins": 5},
+        {"athlete": "a-1", "day": "3"},
+        "Situps",
+    ),
+    "the id under the brief's name": Echo(
+        "titanic",
+        """
+        [predict]
+        id = "observation_id"
+        answer = { observation_id = "request.observation_id", outcome = "prediction.decision" }
+        """,
+        {"observation_id": 42, "observation": EXAMPLE},
+        {"observation_id": 42},
+        42,
+        "Fare",
+    ),
+}
+
+
+def app_for(tmp_path, database_url, example, toml):
+    folder = folder_with(tmp_path, example, inspect.cleandoc(toml))
+    settings = {"MODEL_DIR": str(folder), "DATABASE_URL": database_url, "ADMIN_TOKEN": TOKEN}
+    return service.create_app(settings)
+
+
+def with_feature(body, contract, column, value):
+    """The body with one feature replaced, where the contract keeps the features."""
+    if not contract.observation_field:
+        return {**body, column: value}
+    observation = {**body[contract.observation_field], column: value}
+    return {**body, contract.observation_field: observation}
+
+
+@pytest.mark.parametrize("name", list(ECHOES))
+def test_an_answer_echoes_any_request_field_and_a_batch_nests_it(name, tmp_path, database_url):
+    echo = ECHOES[name]
+    app = app_for(tmp_path, database_url, echo.example, echo.toml)
+    model, client = app.config["MODEL"], app.test_client()
+    contract = model.contract
+    answer = client.post(contract.predict_path, json=echo.body)
+    assert answer.status_code == 200, answer.json
+    assert answer.json.keys() == contract.predict_sources.keys()
+    assert {key: answer.json[key] for key in echo.echoed} == echo.echoed
+
+    # The same id with another observation: the 409 quotes its own request, as a 200 does,
+    # and its "error" is the error (the brief's answer key "error" is the batch's to carry).
+    value = contract.observation_of(echo.body)[echo.column]
+    other = with_feature(echo.body, contract, echo.column, value + 1)
+    conflict = client.post(contract.predict_path, json=other)
+    assert conflict.status_code == 409
+    assert conflict.json["error"].startswith("Observation ID ")
+    assert all(conflict.json[k] == v for k, v in echo.echoed.items() if k != "error")
+
+    # A batch result nests the answer: none of its keys meets the result's own.
+    spoiled = with_feature(echo.body, contract, echo.column, "a word")
+    batch = client.post(contract.batch_path, json={"observations": [echo.body, other, spoiled]})
+    check_against_spec(batch, "/predict-batch", "POST", model)
+    ok, clash, invalid = batch.json["results"]
+    assert ok == {"id": echo.sent_id, "status": 200, "answer": answer.json}
+    conflict_answer = {k: v for k, v in conflict.json.items() if k != "error"}
+    if "error" in echo.echoed:
+        conflict_answer["error"] = echo.echoed["error"]
+    assert clash == {
+        "id": echo.sent_id,
+        "status": 409,
+        "error": conflict.json["error"],
+        "answer": {k: conflict_answer[k] for k in contract.predict_sources},
+    }
+    assert invalid.keys() == {"id", "status", "error"}
+    assert (invalid["id"], invalid["status"]) == (echo.sent_id, 422)
+    assert invalid["error"].startswith(contract.field_name(echo.column)), invalid
+
+
+BRIEF_ID = """
+[predict]
+id = "observation_id"
+"""
+ANOTHER_PASSENGER = dict(EXAMPLE, Fare=80.0)
+
+
+@pytest.fixture
+def brief_client(tmp_path, database_url):
+    """The tutorial's model under a brief's id field, observation_id, of no declared type."""
+    return app_for(tmp_path, database_url, "titanic", BRIEF_ID).test_client()
+
+
+def predict_as(client, observation_id, observation=EXAMPLE):
+    return client.post(
+        "/predict", json={"observation_id": observation_id, "observation": observation}
+    )
+
+
+def listed_by(client):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = client.get("/list-db-contents?limit=1000", headers=headers)
+    assert response.status_code == 200
+    return {json.dumps(row["observation_id"]): row for row in response.json["predictions"]}
+
+
+@pytest.mark.parametrize(("first", "again"), [(42, "42"), ("42", 42), ("-7", -7.0), (0, "0")])
+def test_an_integer_and_its_decimal_text_are_one_id(brief_client, first, again):
+    client, number = brief_client, int(first)
+    stored = predict_as(client, first)
+    assert stored.status_code == 200
+    # A retry, by /predict and in a batch (which gives the id back as it was sent).
+    assert predict_as(client, again).json == stored.json
+    item = {"observation_id": again, "observation": EXAMPLE}
+    batch = client.post("/predict-batch", json={"observations": [item]})
+    assert batch.json["results"] == [{"id": again, "status": 200, "answer": stored.json}]
+    conflict = predict_as(client, again, ANOTHER_PASSENGER)
+    assert conflict.status_code == 409
+    assert conflict.json["error"].startswith(f"Observation ID {number} already exists")
+    update = client.post("/update", json={"observation_id": again, "true_class": 1})
+    assert (update.status_code, update.json["observation_id"]) == (200, number)
+    assert listed_by(client).keys() == {str(number)}
+    [row] = service.Prediction.select()
+    assert (row.observation_key, row.observation_id) == (str(number), number)
+
+
+def test_any_other_string_is_an_id_of_its_own(brief_client):
+    client = brief_client
+    assert predict_as(client, 42).status_code == 200
+    texts = ["042", "+42", " 42", "42.0", "4e1", "-0", "E12", "case-00042", str(2**63)]
+    for text in texts:  # another passenger under each: no conflict with 42
+        answer = predict_as(client, text, ANOTHER_PASSENGER)
+        assert answer.status_code == 200, (text, answer.json)
+    assert predict_as(client, "042", EXAMPLE).status_code == 409  # "042" is stored
+    update = client.post("/update", json={"observation_id": "042", "true_class": 0})
+    assert (update.status_code, update.json["observation_id"]) == (200, "042")
+    rows = listed_by(client)
+    assert rows.keys() == {"42", *(json.dumps(text) for text in texts)}
+    assert rows['"042"']["true_class"] == 0 and rows["42"]["true_class"] is None
+    keys = {row.observation_key: row.observation_id for row in service.Prediction.select()}
+    assert keys == {"42": 42, **{json.dumps(text): None for text in texts}}
+
+
+@pytest.mark.parametrize(
+    ("id_type", "accepted", "refused", "message"),
+    [
+        ("string", "42", 42, "observation_id must be a string, got an integer"),
+        ("integer", 42, "42", "observation_id must be an integer, got a string"),
+    ],
+)
+def test_id_type_narrows_the_id(tmp_path, database_url, id_type, accepted, refused, message):
+    toml = f'{BRIEF_ID}id_type = "{id_type}"\n'
+    client = app_for(tmp_path, database_url, "titanic", toml).test_client()
+    assert predict_as(client, accepted).status_code == 200
+    for route, body in [("/predict", {"observation": EXAMPLE}), ("/update", {"true_class": 1})]:
+        refusal = client.post(route, json={"observation_id": refused, **body})
+        assert (refusal.status_code, refusal.json) == (422, {"error": message})
+    # A string id keeps the key of the last release: its JSON text, '"42"' (not 42's '42').
+    [row] = service.Prediction.select()
+    assert row.observation_key == json.dumps(accepted)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "must be an integer or a non-empty string, got a boolean"),
+        (None, "must be an integer or a non-empty string, got null"),
+        ([42], "must be an integer or a non-empty string, got an array"),
+        ({"n": 42}, "must be an integer or a non-empty string, got an object"),
+        (1.5, "must be an integer or a non-empty string, got a fraction"),
+        (math.nan, "must be an integer or a non-empty string, got a fraction"),
+        (2**63, "must be between -9223372036854775808 and 9223372036854775807"),
+        ("", "must not be empty"),
+        ("x" * 201, "must be at most 200 characters long"),
+    ],
+)
+def test_an_id_of_another_type_is_422_naming_the_field(brief_client, value, message):
+    for route, body in [("/predict", {"observation": EXAMPLE}), ("/update", {"true_class": 1})]:
+        refusal = brief_client.post(route, data=json.dumps({"observation_id": value, **body}))
+        assert (refusal.status_code, refusal.json) == (422, {"error": f"observation_id {message}"})
+    missing = brief_client.post("/predict", json={"observation": EXAMPLE}).json["error"]
+    assert missing.startswith("observation_id is required: an integer or a string that ")
+    assert service.Prediction.select().count() == 0
+
+
+def test_each_part_of_a_composite_id_follows_the_same_rule(tmp_path, database_url):
+    toml = '[predict]\nid = ["athlete", "day"]\nobservation = ""\n'
+    client = app_for(tmp_path, database_url, "linnerud", toml).test_client()
+    body = {"athlete": "a-1", "day": 3, "Chins": 5, "Situps": 162, "Jumps": 60}
+    first = client.post("/predict", json=body)
+    assert first.status_code == 200
+    assert client.post("/predict", json=dict(body, day="3")).json == first.json  # a retry
+    assert client.post("/predict", json=dict(body, day="03")).status_code == 200  # a new id
+    assert client.post("/predict", json=dict(body, athlete=7)).status_code == 200  # a new id
+    refused = client.post("/predict", json=dict(body, day=False))
+    assert refused.json == {"error": "day must be an integer or a non-empty string, got a boolean"}
+    truth = {"Weight": 191, "Waist": 36}
+    update = client.post("/update", json={"athlete": "a-1", "day": "3", "true_value": truth})
+    assert update.status_code == 200, update.json
+    assert update.json["observation_id"] == {"athlete": "a-1", "day": 3}
+    keys = [
+        row.observation_key for row in service.Prediction.select().order_by(service.Prediction.id)
+    ]
+    assert keys == ['["a-1", 3]', '["a-1", "03"]', "[7, 3]"]

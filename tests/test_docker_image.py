@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, free_port
+from repository_files import repository_files
 from test_your_model import (
     CONTRACT,
     MODEL,
@@ -60,15 +61,8 @@ def build_context():
         line = line.strip()
         if line and not line.startswith("#"):
             rules.append((line.startswith("!"), dockerignore_pattern(line.lstrip("!"))))
-    tracked = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
     context = []
-    for name in tracked:
+    for name in sorted(repository_files(ROOT)):
         prefixes = ["/".join(name.split("/")[: i + 1]) for i in range(name.count("/") + 1)]
         included = True
         for keep, pattern in rules:

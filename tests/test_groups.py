@@ -564,7 +564,7 @@ def send(client, observations, truths, field):
     assert [r["status"] for r in answer.json["results"]] == [200] * len(items)
     for i, truth in enumerate(truths):
         assert client.post("/update", json={"id": i, field: truth}).status_code == 200
-    return answer.json["results"]
+    return [result["answer"] for result in answer.json["results"]]
 
 
 def bin_names(model, column):

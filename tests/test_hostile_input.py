@@ -606,10 +606,11 @@ def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_pred
             key = contract.read_id(json.loads(response.request.body))[0]
             accepted[key] = response.json()
         if path == contract.batch_path and response.status_code == 200:
-            for result in response.json()["results"]:
+            items = json.loads(response.request.body)["observations"]
+            for item, result in zip(items, response.json()["results"], strict=True):
                 if result["status"] == 200:
-                    answer = {name: result[name] for name in answer_keys}
-                    accepted[contract.read_id(result)[0]] = answer
+                    assert list(result["answer"]) == answer_keys
+                    accepted[contract.read_id(item)[0]] = result["answer"]
 
     paths = {
         "predict": contract.predict_path,

@@ -1,25 +1,26 @@
-"""migrations.upgrade: from the released schema to the current model, losing nothing.
+"""migrations.upgrade: from the released schemas to the current model, losing nothing.
 
-The released service itself (commit RELEASE, extracted with `git archive`) fills the
-databases the upgrade starts from: once per module, in one subprocess, a SQLite file and,
-with TEST_DATABASE_URL, a PostgreSQL database that each test gets a fresh copy of.
+The databases it starts from are files of tests/fixtures/, made once by the released
+services themselves (make_released_databases.py says how): for each release a SQLite file,
+copied for each test, and a PostgreSQL dump, loaded into the test database. No test needs
+git or this repository's history: a copy without .git runs them all.
 """
 
 import json
 import multiprocessing
-import os
+import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from contextlib import closing
 from datetime import datetime
-from urllib.parse import quote, urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import quote
 
+import pandas as pd
 import peewee
 import psycopg2
 import pytest
-from conftest import DATABASES, EXAMPLE, POSTGRES_URL, ROOT, service
+from conftest import DATABASES, EXAMPLE, POSTGRES_URL, ROOT, empty_database, service
 from peewee import (
     BigAutoField,
     BigIntegerField,
@@ -30,125 +31,126 @@ from peewee import (
     TextField,
 )
 from playhouse.pool import PooledSqliteDatabase
+from sklearn.datasets import load_diabetes, load_wine
 
 import migrations
+from serving import true_class_of
 
-RELEASE = "205f28a"  # the released service, with the table of OLD_COLUMNS
-OLD_COLUMNS = ["id", "observation_id", "observation", "proba", "true_class", "created_at"]
-
+FIXTURES = Path(__file__).parent / "fixtures"
 
 NEW_MODEL = service.Prediction  # the model of this release
 NEW_COLUMNS = [f.column_name for f in NEW_MODEL._meta.sorted_fields]
-ADDED_COLUMNS = [name for name in NEW_COLUMNS if name not in OLD_COLUMNS]
 
-# What upgrade answers on a database of the released service (which labelled 14 rows).
+
+def added_columns(released):
+    """The columns the model has and a released table lacks, in the model's order."""
+    return [name for name in NEW_COLUMNS if name not in released]
+
+
+# The tutorial's release (commit 205f28a): its table, and what it stored. It was sent 40
+# passengers with the ids IDS, and labelled every third one (in true_class).
+TUTORIAL = "205f28a"
+OLD_COLUMNS = ["id", "observation_id", "observation", "proba", "true_class", "created_at"]
+IDS = [-(2**63), 2**63 - 1, *range(1, 39)]
 UPGRADE_OF_THE_RELEASE = [
-    *(f"added the column prediction.{name}" for name in ADDED_COLUMNS),
+    *(f"added the column prediction.{name}" for name in added_columns(OLD_COLUMNS)),
     "dropped NOT NULL on prediction.observation_id",
     "dropped NOT NULL on prediction.proba",
     "copied 40 ids from prediction.observation_id to prediction.observation_key",
     "copied 14 labels from prediction.true_class to prediction.true_value",
 ]
 
-# What the released service is sent: the extremes of a 64-bit id, and ids in between.
-IDS = [-(2**63), 2**63 - 1, *range(1, 39)]
-
-# Run by the released code in its own folder. It stores one prediction per id (bodies
-# written in several styles: the stored text must survive as sent), then labels every third.
-FILL_SCRIPT = """
-import json, sys
-import app as released  # DATABASE_URL is the SQLite file
-
-ids, example, postgres_url = json.loads(sys.argv[1])
-
-def fill(client):
-    for n, observation_id in enumerate(ids):
-        observation = {**example, "Age": None if n % 5 == 0 else 0.5 + n, "Fare": 7.1 * n,
-                       "Sex": ["female", "male"][n % 2], "note": "été ✓\\n" * (n % 3)}
-        body = json.dumps({"id": observation_id, "observation": observation},
-                          ensure_ascii=n % 2 == 0, indent=n % 4 or None)
-        response = client.post("/predict", data=body)
-        assert response.status_code == 200, response.get_data(as_text=True)
-        if n % 3 == 0:
-            label = {"id": observation_id, "true_class": n % 2}
-            assert client.post("/update", json=label).status_code == 200
-
-fill(released.app.test_client())
-released.database.close_all()  # checkpoints SQLite's WAL into the file
-if postgres_url:
-    fill(released.create_app({"DATABASE_URL": postgres_url}).test_client())
-    released.database.close_all()
-"""
-
-
-def postgres_url(suffix):
-    """The URL of the database <TEST_DATABASE_URL's name>_<suffix>, on the same server."""
-    parts = urlsplit(POSTGRES_URL)
-    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
-
-
-def on_postgres_server(*statements):
-    with closing(psycopg2.connect(POSTGRES_URL)) as connection:
-        connection.autocommit = True  # CREATE and DROP DATABASE refuse a transaction
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
+# The first release for any task (commit 9e1dc3c): its /update wrote true_value alone.
+ANY_TASK = "9e1dc3c"
+ANY_TASK_COLUMNS = [
+    "id",
+    "observation_key",
+    "observation_id",
+    "observation",
+    "model_version",
+    "prediction",
+    "proba",
+    "threshold",
+    "positive_class",
+    "true_value",
+    "true_class",
+    "created_at",
+]
+# The true_class of each row it labelled, once upgraded: the integer and boolean labels of
+# its classifiers (Titanic 1..4, one corrected to 0; the stop-and-search brief's outcomes;
+# integer classes 100..102, of which 3000000000 does not fit 32 bits). The wine
+# classifier's string labels (200, 201) and the diabetes regressor's numbers (300..302,
+# 3.0 and 0.0 among them) keep true_class NULL, as every unlabelled row does.
+TRUE_CLASSES = {
+    "1": 0,
+    "2": 0,
+    "3": 1,
+    "4": 0,
+    '"2022-005601"': 0,
+    '"2022-005602"': 1,
+    '"2022-005603"': 0,
+    '"2022-005604"': 1,
+    "100": 1,
+    "101": 2,
+}
+UPGRADE_OF_THE_ANY_TASK_RELEASE = [
+    *(f"added the column prediction.{name}" for name in added_columns(ANY_TASK_COLUMNS)),
+    "copied 10 labels from prediction.true_value to prediction.true_class",
+]
+UPGRADES = {TUTORIAL: UPGRADE_OF_THE_RELEASE, ANY_TASK: UPGRADE_OF_THE_ANY_TASK_RELEASE}
+# Each release's columns, and those whose every value the upgrade keeps as it was.
+RELEASED_COLUMNS = {TUTORIAL: OLD_COLUMNS, ANY_TASK: ANY_TASK_COLUMNS}
+KEPT_COLUMNS = {TUTORIAL: OLD_COLUMNS, ANY_TASK: [c for c in ANY_TASK_COLUMNS if c != "true_class"]}
 
 
-def database_name(url):
-    return urlsplit(url).path[1:]
+def upgraded_columns(release):
+    """The columns of the release's table once upgraded: the new ones come last."""
+    return RELEASED_COLUMNS[release] + added_columns(RELEASED_COLUMNS[release])
 
 
-@pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    """{"sqlite": file, "postgresql": URL}: databases filled by the released service."""
-    folder = tmp_path_factory.mktemp("released")
-    tree = folder / "tree"
-    tree.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", RELEASE], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    databases = {"sqlite": folder / "released.db", "postgresql": ""}
-    if POSTGRES_URL:
-        databases["postgresql"] = postgres_url("released")
-        name = database_name(databases["postgresql"])
-        on_postgres_server(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
-    filled = subprocess.run(
-        [sys.executable, "-c", FILL_SCRIPT, json.dumps([IDS, EXAMPLE, databases["postgresql"]])],
-        cwd=tree,
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{databases['sqlite']}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert filled.returncode == 0, filled.stderr
-    yield databases
-    if POSTGRES_URL:
-        on_postgres_server(
-            *(
-                f'DROP DATABASE IF EXISTS "{database_name(postgres_url(suffix))}" WITH (FORCE)'
-                for suffix in ("released", "copy")
-            )
-        )
+# The lines of a pg_dump file that set up its session (settings, an empty search_path: the
+# dump names public.prediction) or that only psql understands (\restrict): left out, the
+# dump loads on any server version, and no connection keeps a setting of it. (No line of
+# the rows' text in these dumps starts so; their multi-line JSON lines start with spaces.)
+SESSION_STATEMENT = ("SET ", "SELECT pg_catalog.set_config(", "\\")
+
+
+def load_dump(url, dump):
+    """Run the statements of a pg_dump --inserts file in one transaction (no psql needed)."""
+    lines = dump.read_text(encoding="utf-8").splitlines()
+    statements = "\n".join(line for line in lines if not line.startswith(SESSION_STATEMENT))
+    with closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute(statements)
+        connection.commit()
+
+
+def released_database(release, kind, folder):
+    """The URL of a fresh copy of the database the release filled (tests/fixtures/)."""
+    if kind == "postgresql":
+        load_dump(empty_database(POSTGRES_URL), FIXTURES / f"release_{release}.sql")
+        return POSTGRES_URL
+    copy = folder / "predictions.db"
+    shutil.copyfile(FIXTURES / f"release_{release}.db", copy)
+    return f"sqlite:///{copy}"
 
 
 @pytest.fixture(params=DATABASES)
-def released_url(request, released, tmp_path):
-    """A fresh copy of a database filled by the released service."""
-    if request.param == "postgresql":
-        url = postgres_url("copy")
-        on_postgres_server(
-            f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)',
-            f'CREATE DATABASE "{database_name(url)}" '
-            f'TEMPLATE "{database_name(released["postgresql"])}"',
-        )
-        return url
-    copy = tmp_path / "predictions.db"
-    source, target = sqlite3.connect(released["sqlite"]), sqlite3.connect(copy)
-    with closing(source), closing(target):
-        source.backup(target)  # a consistent copy, whatever the WAL still holds
-    return f"sqlite:///{copy}"
+def released_url(request, tmp_path):
+    """A database filled by the tutorial's release."""
+    return released_database(TUTORIAL, request.param, tmp_path)
+
+
+@pytest.fixture(params=DATABASES)
+def any_task_url(request, tmp_path):
+    """A database filled by the first release for any task."""
+    return released_database(ANY_TASK, request.param, tmp_path)
+
+
+@pytest.fixture(params=[(r, d) for r in (TUTORIAL, ANY_TASK) for d in DATABASES], ids="-".join)
+def release_and_url(request, tmp_path):
+    """(release, a database it filled), for each release and each database."""
+    release, kind = request.param
+    return release, released_database(release, kind, tmp_path)
 
 
 def open_database(url):
@@ -172,11 +174,10 @@ def connect_to():
         database.close_all()
 
 
-def old_rows(database):
-    """Every row in the columns of the released schema, exactly (proba as its float.hex)."""
-    query = f"SELECT {', '.join(OLD_COLUMNS)} FROM prediction ORDER BY id"
-    rows = database.execute_sql(query).fetchall()
-    return [(*row[:3], row[3].hex(), *row[4:]) for row in rows]
+def old_rows(database, columns=OLD_COLUMNS):
+    """Every row in the given columns, exactly (floats as their float.hex)."""
+    rows = database.execute_sql(f"SELECT {', '.join(columns)} FROM prediction ORDER BY id")
+    return [tuple(v.hex() if isinstance(v, float) else v for v in row) for row in rows]
 
 
 def snapshot(database):
@@ -194,12 +195,12 @@ def column_names(database):
 def test_upgrade_keeps_every_row_the_released_service_stored(released_url, connect_to):
     database = connect_to(released_url)
     before = old_rows(database)
-    assert len(before) == len(IDS)
+    assert [row[1] for row in before] == IDS
     labels = {row[1]: row[4] for row in before if row[4] is not None}
     assert len(labels) == 14  # every third row, labelled by the released /update
 
     assert migrations.upgrade(database, NEW_MODEL) == UPGRADE_OF_THE_RELEASE
-    assert column_names(database) == OLD_COLUMNS + ADDED_COLUMNS
+    assert column_names(database) == upgraded_columns(TUTORIAL)
     assert old_rows(database) == before
     for row in NEW_MODEL.select():
         assert row.observation_key == str(row.observation_id)  # the key of an integer id
@@ -223,6 +224,96 @@ def test_upgrade_keeps_every_row_the_released_service_stored(released_url, conne
     assert migrations.upgrade(database, NEW_MODEL) == []
 
 
+def test_upgrade_gives_the_any_task_releases_classifier_labels_their_true_class(
+    any_task_url, connect_to
+):
+    database = connect_to(any_task_url)
+    # A regressor's integer label (JSON 3, as a brief's own field may send it) stays out too:
+    # the rows tell a classifier by what it stored, not by the label.
+    database.execute_sql("UPDATE prediction SET true_value = '3' WHERE observation_key = '300'")
+    before = old_rows(database, KEPT_COLUMNS[ANY_TASK])
+    assert len(before) == 27
+    labelled = NEW_MODEL.true_class.is_null(False)
+    assert not NEW_MODEL.select(NEW_MODEL.id).where(labelled).exists()  # the release's bug
+
+    assert migrations.upgrade(database, NEW_MODEL) == UPGRADE_OF_THE_ANY_TASK_RELEASE
+    assert column_names(database) == upgraded_columns(ANY_TASK)
+    assert old_rows(database, KEPT_COLUMNS[ANY_TASK]) == before
+    filled = NEW_MODEL.select().where(labelled)
+    assert {row.observation_key: row.true_class for row in filled} == TRUE_CLASSES
+    assert migrations.upgrade(database, NEW_MODEL) == []
+
+
+# /update on an example model: (its /predict route, its /update route, the id's field, the
+# label's field, the labels sent one after the other, the true_class stored after each).
+UPDATES = {
+    "titanic": ("/predict", "/update", "id", "true_class", [1, 0], [1, 0]),  # then corrected
+    "stop_and_search": (
+        "/should_search/",
+        "/search_result/",
+        "observation_id",
+        "outcome",
+        [True, False],
+        [1, 0],
+    ),
+    "wine": ("/predict", "/update", "id", "true_class", ["class_1"], [None]),  # strings
+    "diabetes": ("/predict", "/update", "id", "true_value", [3], [None]),  # a regressor's 3
+}
+
+
+def predict_body(name):
+    """A /predict body for the example model `name`: the tutorial's passenger, a data row."""
+    if name == "titanic":
+        return {"id": 7, "observation": EXAMPLE}
+    if name == "stop_and_search":  # the brief's body: its string id beside the features
+        search = pd.read_csv(ROOT / "examples" / name / "traffic.csv", nrows=1)
+        return records(search.drop(columns="outcome"))[0]
+    data = (
+        load_wine(as_frame=True) if name == "wine" else load_diabetes(as_frame=True, scaled=False)
+    )
+    return {"id": 7, "observation": records(data.data.head(1))[0]}
+
+
+def records(frame):
+    return json.loads(frame.to_json(orient="records"))  # plain JSON values, NaN as null
+
+
+@pytest.mark.parametrize("name", UPDATES)
+def test_update_writes_the_tutorials_true_class_beside_true_value(database_url, name):
+    predict_path, update_path, id_field, truth_field, labels, true_classes = UPDATES[name]
+    settings = {"DATABASE_URL": database_url, "MODEL_DIR": str(ROOT / "examples" / name)}
+    client = service.create_app({**settings, "TESTING": True}).test_client()
+    body = predict_body(name)
+    answer = client.post(predict_path, json=body)
+    assert answer.status_code == 200, answer.json
+    for label, true_class in zip(labels, true_classes, strict=True):
+        update = {id_field: body[id_field], truth_field: label}
+        assert client.post(update_path, json=update).status_code == 200
+        row = NEW_MODEL.get()  # the only row
+        assert (json.loads(row.true_value), row.true_class) == (label, true_class)
+    if name == "titanic":  # the tutorial's other columns, as it wrote them
+        assert (row.observation_id, row.proba) == (7, answer.json["proba"])
+
+
+@pytest.mark.parametrize(
+    "label, true_class",
+    [
+        (0, 0),
+        (True, 1),
+        (False, 0),
+        (2**31 - 1, 2**31 - 1),
+        (-(2**31), -(2**31)),
+        (2**31, None),  # beyond PostgreSQL's INTEGER
+        (-(2**31) - 1, None),
+        (1.0, None),
+        ("1", None),
+    ],
+)
+def test_the_true_class_of_a_label_is_an_integer_of_32_bits(label, true_class):
+    found = true_class_of(label)
+    assert (found, type(found)) == (true_class, type(true_class))
+
+
 def upgrade_slowly(url, barrier, results):
     """In a child process: upgrade when the other child does, 0.3 s slower than needed.
 
@@ -243,16 +334,16 @@ def upgrade_slowly(url, barrier, results):
         results.put(repr(error))
 
 
-def test_two_processes_upgrading_at_once_take_turns(released_url, connect_to):
-    database = connect_to(released_url)
-    before = old_rows(database)
+def test_two_processes_upgrading_at_once_take_turns(release_and_url, connect_to):
+    release, url = release_and_url
+    database = connect_to(url)
+    before = old_rows(database, KEPT_COLUMNS[release])
     database.close_all()  # forked children must not share this process's connections
 
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(2), context.Queue()
     children = [
-        context.Process(target=upgrade_slowly, args=(released_url, barrier, results))
-        for _ in range(2)
+        context.Process(target=upgrade_slowly, args=(url, barrier, results)) for _ in range(2)
     ]
     for child in children:
         child.start()
@@ -264,9 +355,9 @@ def test_two_processes_upgrading_at_once_take_turns(released_url, connect_to):
             child.kill()  # only if it hangs: it has answered, or failed to within 30 s
 
     # The first did the upgrade; the second waited for it, then found nothing to do.
-    assert sorted(outcomes, key=len) == [[], UPGRADE_OF_THE_RELEASE]
-    assert column_names(database) == OLD_COLUMNS + ADDED_COLUMNS
-    assert old_rows(database) == before
+    assert sorted(outcomes, key=len) == [[], UPGRADES[release]]
+    assert column_names(database) == upgraded_columns(release)
+    assert old_rows(database, KEPT_COLUMNS[release]) == before
 
 
 def released_schema(database, **changed_fields):
@@ -336,16 +427,17 @@ def connect_read_only():
 
 
 def test_a_read_only_database_is_refused_and_left_as_it_was(
-    released_url, connect_to, connect_read_only
+    release_and_url, connect_to, connect_read_only
 ):
-    before = snapshot(connect_to(released_url))
+    release, url = release_and_url
+    before = snapshot(connect_to(url))
     with pytest.raises(migrations.MigrationError, match="the database is read-only"):
-        migrations.upgrade(connect_read_only(released_url), NEW_MODEL)
-    assert snapshot(connect_to(released_url)) == before
+        migrations.upgrade(connect_read_only(url), NEW_MODEL)
+    assert snapshot(connect_to(url)) == before
 
     # Once upgraded, the database is current: a read-only replica of it starts.
-    assert migrations.upgrade(connect_to(released_url), NEW_MODEL) == UPGRADE_OF_THE_RELEASE
-    assert migrations.upgrade(connect_read_only(released_url), NEW_MODEL) == []
+    assert migrations.upgrade(connect_to(url), NEW_MODEL) == UPGRADES[release]
+    assert migrations.upgrade(connect_read_only(url), NEW_MODEL) == []
 
 
 def test_a_failure_half_way_changes_nothing(database_url, connect_to, monkeypatch):
@@ -357,6 +449,23 @@ def test_a_failure_half_way_changes_nothing(database_url, connect_to, monkeypatc
         raise RuntimeError("the disk is full")
 
     monkeypatch.setattr(migrations, "copy_legacy_labels", fail)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        migrations.upgrade(database, NEW_MODEL)
+    assert snapshot(database) == before
+
+
+def test_a_failure_after_the_labels_were_filled_changes_nothing(
+    any_task_url, connect_to, monkeypatch
+):
+    database = connect_to(any_task_url)
+    before = snapshot(database)
+    fill_true_classes = migrations.fill_true_classes
+
+    def fill_then_fail(model, table):  # the same transaction as the columns added
+        assert fill_true_classes(model, table) == UPGRADE_OF_THE_ANY_TASK_RELEASE[-1:]
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(migrations, "fill_true_classes", fill_then_fail)
     with pytest.raises(RuntimeError, match="the disk is full"):
         migrations.upgrade(database, NEW_MODEL)
     assert snapshot(database) == before

@@ -11,11 +11,12 @@ server against the document it serves, with schemathesis.
 
 import json
 import math
+import shutil
 
 import pytest
 import schemathesis
 import yaml
-from conftest import EXAMPLE, TITANIC, free_port, service
+from conftest import EXAMPLE, ROOT, TITANIC, free_port, service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_smoke_check import BRIEFS, STOP_AND_SEARCH, TASK_EXAMPLES, brief_dir, example_dir
@@ -215,6 +216,11 @@ WINE_ALL = {"label": "class_0", "probabilities": WINE_SCORES}
         ("tutorial", {"id": 1, "true_class": True}, False),  # another type
         ("tutorial", {"id": 1, "true_class": "1"}, False),
         ("tutorial", {"id": 2**63, "true_class": 1}, False),  # beyond 64 bits
+        ("tutorial", {"id": "case-1", "true_class": 1}, True),  # no id_type: a string too
+        ("tutorial", {"id": "", "true_class": 1}, False),
+        ("tutorial", {"id": 1.5, "true_class": 1}, False),
+        ("tutorial", {"id": True, "true_class": 1}, False),
+        ("tutorial", {"id": None, "true_class": 1}, False),
         ("stop_and_search", {"observation_id": "a", "outcome": False}, True),
         ("stop_and_search", {"observation_id": "a", "outcome": 1}, False),
         ("stop_and_search", {"observation_id": "", "outcome": True}, False),
@@ -256,18 +262,44 @@ def test_the_answer_schema_follows_the_contracts_sources(models, name, answer, v
     model = models[name]
     assert conforms("PredictAnswer", answer, model) is valid
     ids = {f: 1 if k == "integer" else "a" for f, k in model.contract.id_kinds.items()}
-    assert conforms("BatchResult", {**ids, "status": 200, **answer}, model) is valid
+    sent = next(iter(ids.values())) if len(ids) == 1 else ids
+    result = {"id": sent, "status": 200, "answer": answer}
+    assert conforms("BatchResult", result, model) is valid
+    assert not conforms("BatchResult", {**result, "id": None}, model)  # a 200's id was read
+    assert conforms("BatchResult", {**result, "status": 409, "error": "taken"}, model) is valid
+    assert conforms("BatchResult", {"id": None, "status": 422, "error": "no id"}, model)
+    assert not conforms("BatchResult", {"id": sent, "status": 422, "answer": answer}, model)
 
 
-def test_a_conflict_quotes_the_model_and_not_the_request(models):
-    """app.conflict answers the model's part of the answer: there request.<field> is null."""
+@pytest.mark.parametrize(
+    ("result", "valid"),
+    [
+        ({"id": {"athlete": "a", "day": "3"}, "status": 200}, True),
+        ({"id": {"athlete": "a", "day": 3}, "status": 200}, True),
+        ({"id": {"athlete": "a", "day": 3.5}, "status": 200}, False),
+        ({"id": {"athlete": "a"}, "status": 200}, False),
+        ({"id": "a", "status": 200}, False),
+    ],
+)
+def test_a_batch_result_of_a_composite_id_gives_it_field_by_field(tmp_path, result, valid):
+    folder = tmp_path / "linnerud"
+    shutil.copytree(ROOT / "examples" / "linnerud", folder)
+    (folder / "api.toml").write_text('[predict]\nid = ["athlete", "day"]\nobservation = ""\n')
+    model = service.load_model(folder)
+    answer = {"prediction": {"Weight": 170.0, "Waist": 35.0}}
+    assert conforms("BatchResult", {**result, "answer": answer}, model) is valid
+
+
+def test_a_conflict_quotes_its_own_request(models):
+    """serving.conflict answers as a 200 would: request.<field> is the field sent."""
     model = models["wines"]  # its answer quotes the request's wine_id as wine
     answer = {"cultivar": "class_0", "scores": WINE_SCORES, "all": WINE_ALL, "wine": 1}
     assert conforms("PredictAnswer", answer, model)
+    assert conforms("PredictAnswer", dict(answer, wine="w-1"), model)  # no id_type: either
     assert not conforms("PredictAnswer", dict(answer, wine=None), model)
-    conflict = {"error": "Observation ID 1 already exists", **answer, "wine": None}
+    conflict = {"error": "Observation ID 1 already exists", **answer}
     assert conforms("Conflict", conflict, model)
-    assert not conforms("Conflict", dict(conflict, wine=1), model)
+    assert not conforms("Conflict", dict(conflict, wine=None), model)
     update = spec_of(models["athletes"])[0]["components"]["schemas"]["UpdateAnswer"]
     assert update["properties"]["athlete"]["type"] == "string"  # request.athlete: as sent
     assert update["properties"]["Jumps"]["type"] == "integer"
@@ -289,7 +321,7 @@ def test_every_documented_answer_of_the_tutorial_matches_the_document(tmp_path):
         ("/predict", "POST", {"data": "{not json"}, 400),
         ("/predict", "POST", {"data": "[1, 2]"}, 400),
         ("/predict", "POST", {"data": json.dumps({"id": 2, "observation": {}})}, 422),
-        ("/predict", "POST", {"data": json.dumps({"id": "two", "observation": EXAMPLE})}, 422),
+        ("/predict", "POST", {"data": json.dumps({"id": True, "observation": EXAMPLE})}, 422),
         ("/predict", "POST", {"data": "x" * (64 * 1024 + 1)}, 413),
         ("/update", "POST", {"data": json.dumps({"id": 1, "true_class": 1})}, 200),
         ("/update", "POST", {"data": json.dumps({"id": 3, "true_class": 1})}, 404),

@@ -823,7 +823,7 @@ def predictions_with_outcomes(site, count):
     with requests.Session() as session:
         for index, (result, (_, label)) in enumerate(zip(results, traffic, strict=True)):
             if label is None:  # drawn from the probability; both classes from the start
-                label = index % 2 if index < 2 else int(drawn.random() < result["proba"])
+                label = index % 2 if index < 2 else int(drawn.random() < result["answer"]["proba"])
             update = {"id": result["id"], "true_class": label}
             answer = session.post(f"{site.url}/update", json=update, timeout=10)
             assert answer.status_code == 200, answer.text

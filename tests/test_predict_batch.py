@@ -3,7 +3,7 @@
 The oracle for every item is /predict itself: the same items, sent one at a time in the
 same order to a fresh service, must get the same statuses, probabilities and errors. Under
 a brief's contract (the stop-and-search example: a flat body, a string id, a decision), the
-items are that contract's bodies and the results carry its id field and its answer.
+items are that contract's bodies and the results carry their id and, nested, its answer.
 """
 
 import dataclasses
@@ -28,13 +28,17 @@ def post_batch(client, items):
 
 def one_at_a_time(tmp_path, items, **settings):
     """What /predict answers for each item, sent in order to a fresh service (the oracle)."""
-    app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}", **settings})
-    client = app.test_client()
-    results = []
-    for item in items:
-        response = client.post("/predict", data=json.dumps(item))
-        results.append({"status": response.status_code, **response.json})
-    return results
+    return one_at_a_time_at(tmp_path, "/predict", items, **settings)
+
+
+def as_result(status, body):
+    """A /predict response in the shape of a batch result, without its id: {"status",
+    "answer"} for a 200, {"status", "error", "answer"} for a 409, {"status", "error"}."""
+    if status == 200:
+        return {"status": 200, "answer": body}
+    error = {"status": status, "error": body["error"]}
+    answer = {key: value for key, value in body.items() if key != "error"}
+    return {**error, "answer": answer} if status == 409 else error
 
 
 def relative_difference(a, b):
@@ -48,7 +52,7 @@ def test_each_item_gets_what_predict_would_answer_in_order(client, database_url,
         {"id": 10, "observation": OTHER},  # new
         {"id": 1, "observation": dict(EXAMPLE, Age=27, Name="Jane")},  # retry: same values
         {"id": 1, "observation": OTHER},  # conflict with the stored row
-        {"id": "eleven", "observation": EXAMPLE},  # invalid id
+        {"id": True, "observation": EXAMPLE},  # invalid id
         {"id": 11, "observation": dict(EXAMPLE, Pclass="first")},  # invalid observation
         {"observation": EXAMPLE},  # no id
         {"id": 12, "observation": EXAMPLE},  # new
@@ -66,18 +70,16 @@ def test_each_item_gets_what_predict_would_answer_in_order(client, database_url,
     assert [r["id"] for r in results] == [10, 1, 1, None, 11, None, 12, 10, 12, 13]
     for result, oracle in zip(results, expected, strict=True):
         del result["id"]
-        assert result.keys() == oracle.keys()
-        assert result["status"] == oracle["status"]
-        assert result.get("error") == oracle.get("error")
-        if "proba" in result:
-            assert relative_difference(result["proba"], oracle["proba"]) <= 1e-12
+        assert same_answer(result, oracle), (result, oracle)
+    assert results[3]["error"] == "id must be an integer or a non-empty string, got a boolean"
 
     # Exactly one row per new id; the retry and the conflicts wrote nothing.
     rows = stored_rows(database_url)
     assert sorted(rows) == [1, 10, 12]
-    assert rows[10] == (results[0]["proba"], json.dumps({"id": 10, "observation": OTHER}))
-    assert results[7]["proba"] == results[0]["proba"]
-    assert results[1]["proba"] == rows[1][0]
+    probability = results[0]["answer"]["proba"]
+    assert rows[10] == (probability, json.dumps({"id": 10, "observation": OTHER}))
+    assert results[7]["answer"]["proba"] == probability
+    assert results[1]["answer"]["proba"] == rows[1][0]
 
 
 def same_answer(a, b):
@@ -110,11 +112,11 @@ def test_every_task_gets_what_predict_would_answer(name, tmp_path):
 
     expected = one_at_a_time(tmp_path, items, **settings)
     assert [r["status"] for r in results] == [200, 200, 200, 409, 422]
-    for result, oracle in zip(results, expected, strict=True):
-        assert result.pop("id") in (1, 2, 3)
+    for result, item, oracle in zip(results, items, expected, strict=True):
+        assert result.pop("id") == item["id"]
         assert same_answer(result, oracle), (result, oracle)
     answer_keys = {"wine": {"label", "probabilities"}}.get(name, {"prediction"})
-    assert set(results[0]) == {"status", *answer_keys}
+    assert set(results[0]) == {"status", "answer"} and set(results[0]["answer"]) == answer_keys
     assert results[2] == results[0]  # the stored answer, bit for bit
 
 
@@ -122,7 +124,7 @@ def test_a_briefs_items_are_its_bodies_and_its_results_carry_its_id_and_answer(
     database_url, tmp_path
 ):
     """The stop-and-search brief: each item a flat /should_search body under a string id;
-    each result {"observation_id": ..., "status": ..., "outcome": <a decision>}."""
+    each result {"id": ..., "status": ..., "answer": {"outcome": <a decision>}}."""
     settings = {"MODEL_DIR": str(brief_dir("stop_and_search", tmp_path))}
     app = service.create_app({"DATABASE_URL": database_url, **settings})
     model, client = app.config["MODEL"], app.test_client()
@@ -142,18 +144,18 @@ def test_a_briefs_items_are_its_bodies_and_its_results_carry_its_id_and_answer(
 
     expected = one_at_a_time_at(tmp_path, "/should_search", items, **settings)
     assert [r["status"] for r in results] == [200, 200, 409, 422, 422, 422]
-    assert [r["observation_id"] for r in results] == [
+    assert [r["id"] for r in results] == [
         "2022-005608", "2022-005609", "2022-005608", None, "2022-005610", "2022-005611"
     ]  # fmt: skip
     for result, oracle in zip(results, expected, strict=True):
-        assert result.pop("observation_id") is None or "error" in result or "outcome" in result
+        del result["id"]
         assert result == oracle, (result, oracle)
-    assert results[0]["outcome"] is True  # the brief's example: search
+    assert results[0]["answer"] == {"outcome": True}  # the brief's example: search
     assert results[2]["error"].startswith('Observation ID "2022-005608" already exists')
     assert results[5]["error"].startswith("Part of a policing operation is required")
     # The batch's rows are what /should_search stores: a later retry of one is answered alike.
     again = client.post("/should_search/", json=items[1])
-    assert again.status_code == 200 and again.json == {"outcome": results[1]["outcome"]}
+    assert again.status_code == 200 and again.json == results[1]["answer"]
 
 
 def one_at_a_time_at(tmp_path, path, items, **settings):
@@ -161,7 +163,7 @@ def one_at_a_time_at(tmp_path, path, items, **settings):
     app = service.create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'oracle.db'}", **settings})
     client = app.test_client()
     return [
-        {"status": response.status_code, **response.json}
+        as_result(response.status_code, response.json)
         for response in (client.post(path, data=json.dumps(item)) for item in items)
     ]
 
@@ -172,16 +174,17 @@ def test_probabilities_equal_one_row_scoring(client, database_url):
     results = post_batch(client, items).json["results"]
     assert {result["status"] for result in results} == {200}
     one_row = [pipeline_probabilities([observation])[0] for observation in observations]
-    worst = max(relative_difference(r["proba"], p) for r, p in zip(results, one_row, strict=True))
+    answers = [r["answer"]["proba"] for r in results]
+    worst = max(relative_difference(a, p) for a, p in zip(answers, one_row, strict=True))
     assert worst <= 1e-12
     rows = stored_rows(database_url)
     assert len(rows) == 100
-    assert all(rows[r["id"]][0] == r["proba"] for r in results)
+    assert all(rows[r["id"]][0] == r["answer"]["proba"] for r in results)
 
 
 def test_a_batch_item_is_stored_like_a_predict_body(client):
     items = [{"id": 5, "observation": dict(EXAMPLE, Age=math.nan, Cabin=None)}]
-    stored = post_batch(client, items).json["results"][0]["proba"]
+    stored = post_batch(client, items).json["results"][0]["answer"]["proba"]
     # A later /predict of the same observation, written differently, is a retry.
     retry = {"id": 5, "observation": {k: v for k, v in EXAMPLE.items() if k not in ("Age",)}}
     assert client.post("/predict", data=json.dumps(retry)).json == {"proba": stored}
@@ -213,13 +216,13 @@ def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, cli
 
     monkeypatch.setattr(serving, "in_transaction", counted)
     items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(50, 4))]
-    items[7:7] = [{"id": "x"}, {"id": 99, "observation": {"Pclass": None}}]
+    items[7:7] = [{"id": 1.5}, {"id": 99, "observation": {"Pclass": None}}]
     results = post_batch(client, items).json["results"]
     assert [r["status"] for r in results].count(200) == 50
     assert counting.calls == [50]
     assert len(transactions) == 1
     # And no database at all when no item is valid.
-    assert post_batch(client, [{"id": "x"}]).json["results"][0]["status"] == 422
+    assert post_batch(client, [{"id": None}]).json["results"][0]["status"] == 422
     assert counting.calls == [50] and len(transactions) == 1
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import joblib
 import pytest
 from conftest import ROOT, TITANIC, LiveServer, same_probability, service
+from repository_files import folder_files, git_files, repository_files
 
 README = ROOT / "README.md"
 LOCAL_URL = "http://localhost:5000"
@@ -426,19 +427,6 @@ def file_tree():
     return entries
 
 
-def repository_files():
-    """Tracked files, plus new files git does not ignore."""
-    if not (ROOT / ".git").exists() or not shutil.which("git"):
-        pytest.skip("not a git repository")
-    listed = set()
-    for extra in ([], ["--others", "--exclude-standard"]):
-        result = subprocess.run(
-            ["git", "ls-files", *extra], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        listed.update(result.stdout.splitlines())
-    return {path for path in listed if (ROOT / path).exists()}
-
-
 # The model at the root is the student's: its optional files (a profile, targets.json, an
 # api.toml) may be there or not, whatever the tree shows of the tutorial's.
 MODEL_FILES = {
@@ -459,13 +447,31 @@ def test_the_file_tree_lists_every_file_and_only_files_that_exist():
         )
         assert description, f"the README's file tree says nothing about {path}"
     directories = {path for path in tree if path.endswith("/")}
-    for path in repository_files() - MODEL_FILES:
+    for path in repository_files(ROOT) - MODEL_FILES:
         # A directory listed without its files (none listed under it) stands for all of them.
         folded = any(
             path.startswith(d) and not any(p != d and p.startswith(d) for p in tree)
             for d in directories
         )
         assert path in tree or folded, f"add {path} to the README's file tree (section 2)"
+
+
+def test_without_git_the_folder_is_read_as_git_lists_it():
+    """folder_files, what a copy without .git reads, against git's own answer."""
+    if not (ROOT / ".git").exists() or not shutil.which("git"):
+        pytest.skip("git is the reference: this copy has no .git, or no git command")
+    walked, listed = folder_files(ROOT), git_files(ROOT)
+    assert sorted(listed - walked) == []
+    # Files git ignores through another exclude file (.git/info/exclude, a global one).
+    extra = subprocess.run(
+        ["git", "check-ignore", "--verbose", "--stdin"],
+        input="\n".join(sorted(walked - listed)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert [line for line in extra if line.startswith(".gitignore:")] == []
+    assert len(extra) == len(walked - listed), "folder_files lists files git does not ignore"
 
 
 def message_pattern(text):

@@ -257,16 +257,24 @@ def test_the_output_has_the_columns_of_the_models_task(name, tmp_path, capsys):
     assert f"2 with a {noun}; 1 with an error (422: 1)" in capsys.readouterr().out
 
 
-def test_an_input_column_the_answer_needs_is_a_usage_error(tmp_path, capsys):
+def test_an_input_column_named_like_an_answer_key_keeps_its_values(tmp_path, capsys):
     observation = TASK_EXAMPLES["wine"]
     header = ["id", *observation, "label"]  # the true labels, say
-    source = write_csv(tmp_path / "in.csv", header, [[1, *observation.values(), "class_0"]])
+    source = write_csv(tmp_path / "in.csv", header, [[1, *observation.values(), "class_9"]])
+    output = tmp_path / "out.csv"
     with example_server("wine", tmp_path) as server:
-        message, _ = usage_error(capsys, server.url, source, tmp_path / "out.csv")
+        assert score_csv.main([server.url, str(source), str(output)]) == 0
+        [row] = read_csv(output)
+        assert (row["label"], row["answer_label"]) == ("class_9", "class_0")
+        assert "1 with a label." in capsys.readouterr().out
+        status = write_csv(
+            tmp_path / "status.csv", [*header, "status"], [[2, *observation.values(), "", "x"]]
+        )
+        message, _ = usage_error(capsys, server.url, status, tmp_path / "out2.csv")
     assert message == (
-        f"{source} has a column 'label', which OUTPUT.csv needs for the answer: rename it."
+        f"{status} has a column 'status', which OUTPUT.csv needs for the result: rename it."
     )
-    assert not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "out2.csv").exists()
 
 
 # --- A brief's ids, body and answer --------------------------------------------------------
@@ -362,7 +370,7 @@ def body(contract, row):
 BRIEF_OBSERVATIONS_COLUMNS = {"Jumps"}  # the athletes' id column that is a model column
 
 
-def test_an_id_column_of_another_name_and_an_answer_column_taken(tmp_path, capsys):
+def test_an_id_column_of_another_name_and_an_input_column_named_like_the_answer(tmp_path, capsys):
     observation = BRIEF_OBSERVATIONS["stop_and_search"]
     header = ["search", *observation]
     source = write_csv(tmp_path / "in.csv", header, [["s-1", *map(as_text, observation.values())]])
@@ -376,13 +384,14 @@ def test_an_id_column_of_another_name_and_an_answer_column_taken(tmp_path, capsy
         assert "Scored 1 rows" in capsys.readouterr().out
         message, _ = usage_error(capsys, server.url, source, output)
         assert message.startswith(f"{source} has no column 'observation_id' (its columns: search")
-        message, _ = usage_error(capsys, server.url, taken, output, "--id-column", "search")
-        assert (
-            message
-            == f"{taken} has a column 'outcome', which OUTPUT.csv needs for the answer: rename it."
-        )
+        [first] = read_csv(output)
+        # An input column of the answer's name keeps its values; the answer's is renamed.
+        assert score_csv.main([server.url, str(taken), str(output), "--id-column", "search"]) == 0
+        assert "Scored 1 rows" in capsys.readouterr().out
     assert json.loads(row.observation_key) == "s-1"
-    assert read_csv(output)[0]["outcome"] in ("true", "false")
+    [again] = read_csv(output)
+    assert first["outcome"] in ("true", "false")
+    assert (again["outcome"], again["answer_outcome"]) == ("x", first["outcome"])
     with example_server("athletes", tmp_path) as server:
         message, _ = usage_error(capsys, server.url, source, output, "--id-column", "search")
     assert message == (
@@ -403,7 +412,7 @@ def test_every_row_gets_its_answer_and_errors_exit_1(live, tmp_path):
         [low + 2, "1", "female", "", "1", "0", "80", "123", "C"],  # 200: Cabin stays a string
         [low + 3, "first", *base[1:]],  # 422
         ["", *base],  # 422: no id
-        ["abc", *base],  # 422: not an integer
+        ["x" * 201, *base],  # 422: an id too long ("abc" would be a string id)
         [low, *base],  # 200: a retry of the first row
         [low, "1", *base[1:]],  # 409: the first row's id with another passenger
         [low + 4, "3", "male", "30", "", "0", "8.05", "", "S"],  # 422: SibSp is required
@@ -423,8 +432,8 @@ def test_every_row_gets_its_answer_and_errors_exit_1(live, tmp_path):
     assert written[1]["Pclass"] == "2.0"  # the input text, unchanged
     errors = [row["error"] for row in written]
     assert errors[3] == "observation.Pclass must be an integer, got a string"
-    assert errors[4] == "id must be an integer, got null"
-    assert errors[5] == "id must be an integer, got a string"
+    assert errors[4] == "id must be an integer or a non-empty string, got null"
+    assert errors[5] == "id must be at most 200 characters long"
     assert errors[7].startswith(f"Observation ID {low} already exists with a different")
     assert errors[8] == "observation.SibSp is required: it cannot be missing, null or NaN"
     assert [bool(row["proba"]) for row in written] == [
@@ -711,3 +720,10 @@ def test_cells_are_parsed_by_the_dtype_the_service_reports():
         "maybe",
     ]
     assert type(integer("3")) is int and type(number("3")) is float
+
+
+def test_an_id_of_either_type_is_sent_as_an_integer_only_when_written_as_one():
+    """The service holds 42 and "42" as one id, "042" as another: either way the same ids."""
+    either = score_csv.ID_CONVERTERS["integer or string"]
+    texts = ["42", "-7", "0", "042", "+42", "4.0", "E12", "-0", str(2**63), ""]
+    assert [either(t) for t in texts] == [42, -7, 0, *texts[3:-1], None]

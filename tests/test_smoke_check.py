@@ -197,7 +197,7 @@ def test_a_healthy_service_passes_every_check(start_server, database_url):
     assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
     assert not lines_starting(output, "FAIL") and not lines_starting(output, "WARN")
     assert f"{len(smoke_check.CHECKS)} of {len(smoke_check.CHECKS)} checks passed" in output
-    assert "contract: POST /predict: id id (integer), the features in observation" in output
+    assert "contract: POST /predict: id id (integer or string), the features in " in output
     # What it leaves in the database: one prediction, under a big id, labelled.
     database = connect(database_url)
     with database:

@@ -1,14 +1,19 @@
 """The template's promise: swap in another model and its contract, and `make test` stays green.
 
-A fresh clone of the repository (HEAD, as CI checks it out) gets the stop-and-search brief
-(examples/stop_and_search: its three artifacts, its training profile and its api.toml) at
-its root in place of the Titanic model, as a student would put their own there; then
-`make test` runs in the clone. The template's own tests must not care (they run on
+In a copy of the repository, as a student makes one, the stop-and-search brief
+(examples/stop_and_search: its three artifacts, its training profile and its api.toml)
+takes the place of the Titanic model at the root, as a student would put their own there;
+then `make test` runs in the copy. The template's own tests must not care (they run on
 examples/), and tests/test_your_model.py must pass on the brief's model and contract.
 
-It runs the whole suite once more, so `make test` leaves it out (marker `template`);
-`make test-template` runs it, and .ci/run does after `make test`. The clone reuses this
-repository's .venv (a symlink) and runs on SQLite only, so it installs nothing and cannot
+Two copies, since a student's has none of our history: a ZIP download (the repository's
+files, no .git at all) and GitHub's "Use this template" (the same files, one commit). So no
+test may need git, .git or a commit of ours; this one makes the copies (the files git lists,
+tests/repository_files.py), and uses git only to commit the second.
+
+It runs the whole suite once per copy, so `make test` leaves it out (marker `template`);
+`make test-template` runs it, and .ci/run does after `make test`. The copies reuse this
+repository's .venv (a symlink) and run on SQLite only, so they install nothing and cannot
 touch the PostgreSQL databases of another run.
 """
 
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from repository_files import repository_files
 
 pytestmark = [pytest.mark.template, pytest.mark.slow]
 
@@ -34,25 +40,35 @@ MODEL_FILES = (
     "targets.json",
     "api.toml",
 )
-# The Makefile's install stamps: a clone's files are all newer than them, and make would
+# The Makefile's install stamps: a copy's files are all newer than them, and make would
 # reinstall into the shared .venv; -o tells make to take them as they are.
 STAMPS = (".venv/bin/.prod-installed", ".venv/bin/.dev-installed")
 TIMEOUT = 1800  # seconds; the suite takes about 5 minutes on 2 cores
 SUMMARY = re.compile(r"^=+ .*\b(passed|failed|error|no tests ran)\b.* in [\d.]+s")
 
 
-def clone_with_the_brief_at_the_root(folder):
-    """git clone of HEAD, the root's model files replaced by the brief's, ROOT's .venv linked."""
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(folder)], check=True, timeout=120)
+def copy_with_the_brief_at_the_root(folder, history):
+    """The repository's files in folder, committed once if history is "one commit" (else
+    "none": no .git), then the brief's model files in place of the root's, .venv linked."""
+    for name in repository_files(ROOT):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    if history == "one commit":
+        commit_everything(folder)
     for name in MODEL_FILES:
         (folder / name).unlink(missing_ok=True)
         if (folder / BRIEF / name).is_file():
             shutil.copy(folder / BRIEF / name, folder / name)
     (folder / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
-    # .gitignore's ".venv/" matches a folder, not a link: else git lists the link as a new file
-    # (and the README's file tree test asks for it). The clone's own exclude file, untracked.
-    with open(folder / ".git" / "info" / "exclude", "a") as exclude:
-        exclude.write("/.venv\n")
+
+
+def commit_everything(folder):
+    """git init, and one commit of every file: what GitHub's "Use this template" makes."""
+    identity = ["-c", "user.name=Student", "-c", "user.email=student@example.com"]
+    commands = [["init", "--quiet"], ["add", "--all"], ["commit", "--quiet", "-m", "Initial"]]
+    for command in commands:
+        git = ["git", *identity, *command]
+        subprocess.run(git, cwd=folder, check=True, capture_output=True, timeout=120)
 
 
 def environment_of_a_fresh_shell():
@@ -65,19 +81,20 @@ def environment_of_a_fresh_shell():
     }
 
 
-def test_make_test_passes_in_a_clone_with_another_model_and_contract_at_the_root():
-    if not (shutil.which("git") and shutil.which("make") and (ROOT / ".git").exists()):
-        pytest.skip("needs git, make and a git repository")
+@pytest.mark.parametrize("history", ["none", "one commit"], ids=["zip", "use-this-template"])
+def test_make_test_passes_in_a_copy_with_another_model_and_contract_at_the_root(history):
+    if not shutil.which("make") or (history == "one commit" and not shutil.which("git")):
+        pytest.skip("needs make (and git, to commit the copy)")
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("needs the repository's .venv (make test installs it)")
     with tempfile.TemporaryDirectory(prefix="template-swap-") as temporary:
-        clone = Path(temporary) / "clone"
-        clone_with_the_brief_at_the_root(clone)
+        copy = Path(temporary) / "copy"
+        copy_with_the_brief_at_the_root(copy, history)
         command = ["make", *(f"--old-file={s}" for s in STAMPS), "test", "TEST_PROCESSES=2"]
         started = time.monotonic()
         finished = subprocess.run(
             command,
-            cwd=clone,
+            cwd=copy,
             env=environment_of_a_fresh_shell(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -89,8 +106,9 @@ def test_make_test_passes_in_a_clone_with_another_model_and_contract_at_the_root
     # pytest's last summary line ("== 513 passed, 6 skipped in 290.1s =="): servers started
     # by the tests may log after it.
     summary = next((line for line in reversed(lines) if SUMMARY.match(line)), "(no summary)")
-    print(f"\nmake test with {BRIEF} at the root: exit {finished.returncode} in {seconds:.0f} s")
+    print(f"\nmake test in a copy ({history} of history) with {BRIEF} at the root: ", end="")
+    print(f"exit {finished.returncode} in {seconds:.0f} s")
     print(summary)
     tail = "\n".join(lines[-80:])
-    assert finished.returncode == 0, f"make test failed in the clone:\n{tail}"
+    assert finished.returncode == 0, f"make test failed in the copy:\n{tail}"
     assert " passed" in summary, tail
