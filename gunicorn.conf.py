@@ -41,7 +41,7 @@ keepalive = int(os.environ.get("KEEPALIVE", "5"))
 preload_app = True
 
 
-# Prometheus metrics (monitoring.py, GET /metrics): each worker writes its counts to files
+# Prometheus metrics (model_service/monitoring/metrics.py, GET /metrics): each worker writes its counts to files
 # in this folder, and /metrics adds up the files of all the workers. prometheus_client reads
 # the variable when the app is imported, so it is set here, before that: a new temporary
 # folder for each server, unless you choose one.

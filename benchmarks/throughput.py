@@ -65,7 +65,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def request_shape(model):
     """(the body with %ID% where the id goes, the route), as the model's contract says."""
     sys.path.insert(0, str(ROOT))
-    import contract  # noqa: PLC0415 (the benchmark reads the same api.toml as the service)
+    from model_service import contract  # noqa: PLC0415 (the benchmark reads the same api.toml as the service)
 
     tables = contract.read_contract_file(ROOT / model)
     predict = tables.get("predict", {})

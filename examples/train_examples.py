@@ -54,11 +54,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-ROOT = Path(__file__).resolve().parent.parent  # the repository root, which holds drift.py
+ROOT = Path(__file__).resolve().parent.parent  # the repository root, which holds model_service
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import drift  # noqa: E402 (needs the repository root on sys.path)
+from model_service.monitoring import drift  # noqa: E402 (needs the repository root on sys.path)
 
 RANDOM_STATE = 42
 HERE = Path(__file__).resolve().parent

@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository root: drift, cus
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import drift  # noqa: E402 (needs the repository root on sys.path)
 from custom_transformers import DateParts  # noqa: E402
+from model_service.monitoring import drift  # noqa: E402 (needs the repository root on sys.path)
 
 SEED = 20240518
 ROWS = 6000

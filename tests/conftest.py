@@ -22,6 +22,8 @@ import pytest
 from live_server import ROOT, LiveServer, free_port  # noqa: F401 (tests import them from here)
 from playhouse.db_url import connect
 
+from model_service import scoring
+
 sys.path.insert(0, str(ROOT))
 
 # The tutorial's model: the README's examples, the notebooks and these tests speak of it.
@@ -82,7 +84,7 @@ def same_probability(a, b):
 
 def probabilities(rows, model):
     """P(positive class) of each validated row, through the service's own predict step."""
-    return [output["probability"] for output in service.predict_outputs(rows, model)]
+    return [output["probability"] for output in scoring.predict_outputs(rows, model)]
 
 
 # The README's example passenger, the one smoke_check.py sends too.

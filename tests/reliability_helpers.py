@@ -31,10 +31,12 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import requests
-from conftest import TITANIC, free_port, probabilities, same_probability, service
+from conftest import TITANIC, free_port, probabilities, same_probability
 from live_server import child_pids
 from playhouse.db_url import connect
 from test_openapi import check_against_spec  # noqa: F401 (each model: its own document)
+
+from model_service import artifacts, parsing
 
 # ---------------------------------------------------------------------------------------
 # Requests
@@ -233,14 +235,14 @@ def shipped_model():
     """The tutorial's model (examples/titanic), loaded by the service's own loader (once)."""
     global _model
     if _model is None:
-        _model = service.load_model(TITANIC)
+        _model = artifacts.load_model(TITANIC)
     return _model
 
 
 def pipeline_probabilities(observations):
     """P(class 1) for each observation, through the service's validate + predict code."""
     model = shipped_model()
-    rows = [service.validate_observation(observation, model) for observation in observations]
+    rows = [parsing.validate_observation(observation, model) for observation in observations]
     return probabilities(rows, model)
 
 

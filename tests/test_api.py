@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import EXAMPLE, free_port, service
 
-import serving
+from model_service import database, scoring
 
 PREDICTION_KEYS = {
     "id",
@@ -254,7 +254,7 @@ def test_health_reports_model_versions_and_database(client):
 @pytest.fixture
 def unreachable_database(app):
     """The app's database swapped for a PostgreSQL server that is not there."""
-    nowhere = service.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
+    nowhere = database.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
     reachable = service.database.obj
     service.database.initialize(nowhere)
     yield
@@ -368,7 +368,7 @@ def test_an_unexpected_error_is_500_with_a_request_id_and_writes_nothing(
     def broken(rows, model):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(serving, "predict_outputs", broken)
+    monkeypatch.setattr(scoring, "predict_outputs", broken)
     response = client.post(
         "/predict", json={"id": 1, "observation": example}, headers={"X-Request-ID": "abc123"}
     )
@@ -407,7 +407,7 @@ def test_postgres_connections_lost_after_a_restart_are_replaced(client, database
         pytest.skip("PostgreSQL only")
     assert predict(client, 1, example).status_code == 200  # leaves a connection in the pool
     # What a server restart does to every open connection:
-    killer = service.open_database(database_url, 5)
+    killer = database.open_database(database_url, 5)
     killer.execute_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"

@@ -1,4 +1,4 @@
-"""batching.MicroBatcher on its own, and app.score_and_store: a list in, a list out."""
+"""batching.MicroBatcher on its own, and store.score_and_store: a list in, a list out."""
 
 import json
 import threading
@@ -7,7 +7,8 @@ import time
 import pytest
 from conftest import probabilities, service
 
-from batching import BatchTimeout, MicroBatcher
+from model_service import parsing, store
+from model_service.batching import BatchTimeout, MicroBatcher
 
 
 class Recorder:
@@ -202,17 +203,17 @@ def test_the_cap_must_be_positive():
         MicroBatcher(lambda items: items, max_batch_size=0)
 
 
-# app.score_and_store: the function the batcher runs for /predict
+# store.score_and_store: the function the batcher runs for /predict
 
 
 def request_for(model, observation_id, observation):
     body = json.dumps({"id": observation_id, "observation": observation})
-    values = service.validate_observation(observation, model)
-    return service.PredictionRequest(str(observation_id), observation_id, body, values)
+    values = parsing.validate_observation(observation, model)
+    return parsing.PredictionRequest(str(observation_id), observation_id, body, values)
 
 
 def one_row_answer(model, observation):
-    values = service.validate_observation(observation, model)
+    values = parsing.validate_observation(observation, model)
     return probabilities([values], model)[0]
 
 
@@ -242,7 +243,7 @@ def test_score_and_store_answers_each_request_as_if_it_came_alone(app, example, 
         request_for(model, 1000, bad),
     ]
     with app.app_context():
-        outcomes = service.score_and_store(requests, model)
+        outcomes = store.score_and_store(requests, model, app.extensions["store"])
 
     for index, passenger in enumerate(passengers):
         expected = one_row_answer(model, passenger)

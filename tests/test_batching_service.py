@@ -31,6 +31,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from model_service import artifacts, parsing
+
 pytestmark = pytest.mark.slow
 
 CLIENTS = 32
@@ -87,7 +89,7 @@ def test_concurrent_traffic_gets_one_row_answers_retries_conflicts_and_422s(
     on the same ids, rows the model refuses mixed in. Each gets what it would get alone."""
     server = start_server(database_url, env={"MODEL_DIR": str(strict_model)})
     wait_for_workers(server, 2)
-    model = service.load_model(strict_model)
+    model = artifacts.load_model(strict_model)
     count = 900
     observations = random_observations(count, seed=11)
     for index, observation in enumerate(observations):
@@ -103,7 +105,7 @@ def test_concurrent_traffic_gets_one_row_answers_retries_conflicts_and_422s(
     sent = send_all([("POST", f"{server.url}/predict", b) for b in bodies], clients=CLIENTS)
 
     def alone(observation):  # what the model answers for this row on its own
-        values = service.validate_observation(observation, model)
+        values = parsing.validate_observation(observation, model)
         try:
             return probabilities([values], model)[0]
         except service.ApiError:

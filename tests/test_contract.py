@@ -32,6 +32,8 @@ from conftest import EXAMPLE, ROOT, same_probability, service
 from sklearn.datasets import load_linnerud, load_wine
 from test_openapi import check_against_spec
 
+from model_service import artifacts
+
 EXAMPLES = ROOT / "examples"
 TOKEN = "contract-admin-token"
 
@@ -174,7 +176,7 @@ def same_answer(actual, expected):
 @pytest.mark.parametrize("brief", BRIEFS, indirect=True)
 def test_a_brief_is_served_as_its_contract_says(brief, start_server, database_url):
     folder, bodies, truths = brief
-    model = service.load_model(folder)
+    model = artifacts.load_model(folder)
     contract = model.contract
     env = {"MODEL_DIR": str(folder), "ADMIN_TOKEN": TOKEN}
     server = start_server(database_url, workers=1, env=env)
@@ -387,7 +389,7 @@ def test_the_settings_win_over_the_brief(tmp_path, database_url):
     settings = {"MODEL_DIR": str(folder), "DATABASE_URL": database_url, "THRESHOLD": 0.9}
     task = service.create_app(settings).config["MODEL"].task
     assert (task.threshold, task.positive_class) == (0.9, True)
-    assert service.load_model(folder).task.threshold == 0.1  # api.toml's
+    assert artifacts.load_model(folder).task.threshold == 0.1  # api.toml's
     assert joblib.load(folder / "pipeline.pickle").classes_.tolist() == [False, True]
 
 

@@ -54,7 +54,8 @@ from test_pages import (  # the browser and its helpers
     wait_until,
 )
 
-import groups
+from model_service import artifacts
+from model_service.monitoring import groups, intervals
 
 TOKEN = "groups-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -99,7 +100,7 @@ spread_at_most = 0.10
 def fewer_draws(monkeypatch):
     """The service (in this process) and this test draw 10 resamples, not 200: the same
     check of the same draws, and sklearn called 10 times a group instead of 200."""
-    monkeypatch.setattr(groups, "RESAMPLES", 10)
+    monkeypatch.setattr(intervals, "RESAMPLES", 10)
 
 
 def model_dir(tmp_path, stats=RULES, source=EXAMPLE_DIR):
@@ -214,7 +215,7 @@ def seed_of(labels):
 
 def resampled(labels, count, statistic):
     """The percentile interval of statistic(rows drawn) over the documented draws."""
-    draws = np.random.default_rng(seed_of(labels)).integers(0, count, (groups.RESAMPLES, count))
+    draws = np.random.default_rng(seed_of(labels)).integers(0, count, (intervals.RESAMPLES, count))
     values = [statistic(rows) for rows in draws]
     values = [value for value in values if value is not None]
     low, high = np.percentile(values, [2.5, 97.5])
@@ -499,7 +500,7 @@ def test_small_groups_and_intervals_at_their_boundaries(database_url, tmp_path):
         service.Prediction.create(
             observation_id=101,
             observation="{oops",
-            model_version=service.load_model(folder).version,
+            model_version=artifacts.load_model(folder).version,
             proba=0.5,
             created_at=datetime(2026, 3, 2),
         )

@@ -37,7 +37,7 @@ from reliability_helpers import (
 from schemathesis import GenerationMode
 from test_openapi import check_against_spec
 
-import serving
+from model_service import artifacts, parsing, web
 
 ADMIN_TOKEN = "admin-" + "7f3a9c" * 4
 LIMIT = 64 * 1024  # the default MAX_REQUEST_BYTES
@@ -165,7 +165,7 @@ def test_any_observation_is_a_typed_one_row_frame_or_a_422_naming_the_fields():
         else:
             bad = None
         try:
-            values = service.validate_observation(observation, model)
+            values = parsing.validate_observation(observation, model)
         except service.ApiError as error:
             seen["422"] += 1
             assert error.status == 422
@@ -234,7 +234,7 @@ def test_the_admin_token_is_compared_in_constant_time(monkeypatch, tmp_path):
         calls.append((offered, expected))
         return real(offered, expected)
 
-    monkeypatch.setattr(serving.hmac, "compare_digest", spy)
+    monkeypatch.setattr(web.hmac, "compare_digest", spy)
     attempts = {
         ADMIN_TOKEN: 200,
         ADMIN_TOKEN[:-1] + "x": 404,  # right length, last character wrong
@@ -590,7 +590,7 @@ def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_pred
 ):
     env = {"ADMIN_TOKEN": ADMIN_TOKEN, "MODEL_DIR": str(FUZZ_BRIEFS[brief])}
     server = start_server(database_url, workers=2, env=env)
-    model = service.load_model(FUZZ_BRIEFS[brief])
+    model = artifacts.load_model(FUZZ_BRIEFS[brief])
     contract = model.contract
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.yaml")  # served by the app
     assert contract.predict_path in schema.raw_schema["paths"]

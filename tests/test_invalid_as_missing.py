@@ -27,10 +27,9 @@ from test_monitoring import metric_samples, sample
 from test_openapi import check_against_spec
 from test_smoke_check import InProcessServer, lines_starting
 
-import drift
-import serving
-import tasks
 from clients import smoke_check
+from model_service import artifacts, parsing, scoring, tasks, web
+from model_service.monitoring import drift
 
 TOKEN = "as-missing-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -195,7 +194,7 @@ def test_reject_stays_the_default_and_refuses_a_word(tmp_path, database_url):
 def test_an_unknown_mode_stops_the_start_naming_the_key(tmp_path):
     folder = folder_with(tmp_path, "titanic", '[predict]\ninvalid = "ignore"\n')
     with pytest.raises(service.StartupError) as refused:
-        service.load_model(folder)
+        artifacts.load_model(folder)
     assert str(refused.value) == (
         'api.toml [predict] invalid must be "reject" or "as_missing", not \'ignore\'.'
     )
@@ -245,7 +244,7 @@ def tiny_model(folder, count_steps, profile=False):
     (folder / "columns.json").write_text(json.dumps(list(frame.columns)))
     (folder / "dtypes.pickle").write_bytes(pickle.dumps(frame.dtypes))
     if profile:  # for the version the service calls the model (loaded before api.toml)
-        written = drift.profile_training_data(frame, service.load_model(folder).version)
+        written = drift.profile_training_data(frame, artifacts.load_model(folder).version)
         (folder / drift.PROFILE_FILE).write_text(json.dumps(written))
     (folder / "api.toml").write_text(AS_MISSING)
     return folder
@@ -255,22 +254,22 @@ def tiny_model(folder, count_steps, profile=False):
 def test_valid_rows_are_scored_bit_for_bit_as_in_reject_mode(tmp_path, model):
     """Rows with a missing integer are scored apart: the valid ones keep their dtypes."""
     if model == "titanic":
-        rejecting = service.load_model(TITANIC)
-        answering = service.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
+        rejecting = artifacts.load_model(TITANIC)
+        answering = artifacts.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
         frame = pd.read_csv(ROOT / "examples" / "passengers.csv").head(40)
         integer = "Pclass"
     else:
-        answering = service.load_model(tiny_model(tmp_path / "m", AS_TEXT))
+        answering = artifacts.load_model(tiny_model(tmp_path / "m", AS_TEXT))
         (tmp_path / "m" / "api.toml").unlink()
-        rejecting = service.load_model(tmp_path / "m")
+        rejecting = artifacts.load_model(tmp_path / "m")
         frame, integer = tiny_frame().head(40), "count"
     records = frame[rejecting.columns].astype(object).to_dict("records")
-    valid = [service.validate_observation(record, rejecting) for record in records]
-    broken = [serving.read_observation({**r, integer: "x"}, answering)[0] for r in records[:5]]
+    valid = [parsing.validate_observation(record, rejecting) for record in records]
+    broken = [parsing.read_observation({**r, integer: "x"}, answering)[0] for r in records[:5]]
     mixed = [*valid[:20], *broken, *valid[20:]]
-    outcomes = serving.score_each(mixed, answering)
-    assert [*outcomes[:20], *outcomes[25:]] == serving.score_each(valid, rejecting)  # exactly
-    alone = serving.score_each(broken, answering)  # another batch: the last digits may differ
+    outcomes = scoring.score_each(mixed, answering)
+    assert [*outcomes[:20], *outcomes[25:]] == scoring.score_each(valid, rejecting)  # exactly
+    alone = scoring.score_each(broken, answering)  # another batch: the last digits may differ
     for outcome, wanted in zip(outcomes[20:25], alone, strict=True):
         assert same_probability(outcome.pop("probability"), wanted.pop("probability"))
         assert outcome == wanted
@@ -279,18 +278,18 @@ def test_valid_rows_are_scored_bit_for_bit_as_in_reject_mode(tmp_path, model):
 @pytest.mark.parametrize("profile", [True, False], ids=["with-profile", "without-profile"])
 def test_a_column_the_pipeline_cannot_score_missing_stops_the_start(tmp_path, profile):
     with pytest.raises(service.StartupError) as refused:
-        service.load_model(tiny_model(tmp_path / "m", WITHOUT_IMPUTER, profile))
+        artifacts.load_model(tiny_model(tmp_path / "m", WITHOUT_IMPUTER, profile))
     assert str(refused.value) == (
         'api.toml [predict] invalid = "as_missing": the pipeline cannot score a missing count '
         "(ValueError: Input X contains NaN.); add an imputer for it or keep "
         'invalid = "reject".'
     )
-    imputed = service.load_model(tiny_model(tmp_path / "i", IMPUTED, profile))
-    assert serving.check_missing_values(imputed, None) is None
+    imputed = artifacts.load_model(tiny_model(tmp_path / "i", IMPUTED, profile))
+    assert scoring.check_missing_values(imputed, None) is None
 
 
 def test_a_pipeline_that_answers_nan_for_a_missing_value_stops_the_start(tmp_path, monkeypatch):
-    model = service.load_model(tiny_model(tmp_path / "m", IMPUTED))
+    model = artifacts.load_model(tiny_model(tmp_path / "m", IMPUTED))
     answers = model.task.predict
 
     def nan_when_size_is_missing(pipeline, frame):
@@ -302,31 +301,31 @@ def test_a_pipeline_that_answers_nan_for_a_missing_value_stops_the_start(tmp_pat
 
     monkeypatch.setattr(model.task, "predict", nan_when_size_is_missing)
     with pytest.raises(service.StartupError, match="cannot score a missing size .it answers NaN"):
-        serving.check_missing_values(model, None)
+        scoring.check_missing_values(model, None)
 
 
 def test_the_tutorial_model_takes_a_missing_value_in_every_column(tmp_path):
     """With the profile, and without: the row is then built from the fitted encoders."""
-    model = service.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
+    model = artifacts.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
     profile = json.loads((TITANIC / drift.PROFILE_FILE).read_text())
-    row, source = serving.typical_row(model, profile)
+    row, source = scoring.typical_row(model, profile)
     # Middle edges, most common categories; Cabin has none (all rare): the encoder's first.
     assert (row, source) == ([2, "male", 28.0, 1, 1, 14.4542, "A", "S"], "training_profile.json")
-    row, _ = serving.typical_row(model, None)
+    row, _ = scoring.typical_row(model, None)
     assert row[:2] == [0, "female"] and row[-1] == "C"  # the encoders' first categories
-    assert serving.check_missing_values(model, None) is None
+    assert scoring.check_missing_values(model, None) is None
 
 
 def test_the_readme_shows_what_the_service_answers(tmp_path):
     readme = (ROOT / "README.md").read_text()
     assert AS_MISSING.strip() in readme
-    model = service.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
-    values, replaced = serving.read_observation({**EXAMPLE, "Age": "twenty"}, model)
+    model = artifacts.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
+    values, replaced = parsing.read_observation({**EXAMPLE, "Age": "twenty"}, model)
     shown = 0.760841113515182  # README, section 15
-    assert same_probability(serving.predict_outputs([values], model)[0]["probability"], shown)
+    assert same_probability(scoring.predict_outputs([values], model)[0]["probability"], shown)
     assert f'{{"proba": {shown}}}' in readme
     assert f"`{json.dumps(replaced)}`" in readme
-    assert f"`X-Treated-As-Missing: {service.header_list(replaced)}`" in readme
+    assert f"`X-Treated-As-Missing: {web.header_list(replaced)}`" in readme
 
 
 def test_the_smoke_check_expects_an_answer_under_as_missing(tmp_path):
@@ -351,7 +350,7 @@ def test_a_typical_row_the_model_cannot_score_skips_the_check_and_says_why(
 
     monkeypatch.setattr(tasks.BinaryClassifier, "predict", refuses_everything)
     with caplog.at_level("INFO", logger="app"):
-        service.load_model(tiny_model(tmp_path / "m", WITHOUT_IMPUTER))
+        artifacts.load_model(tiny_model(tmp_path / "m", WITHOUT_IMPUTER))
     assert (
         "missing values not checked: a typical row built from the pipeline's categories and "
         "zeros cannot be scored (RuntimeError: no row pleases this model)"

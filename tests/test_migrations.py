@@ -33,8 +33,9 @@ from peewee import (
 from playhouse.pool import PooledSqliteDatabase
 from sklearn.datasets import load_diabetes, load_wine
 
-import migrations
-from serving import true_class_of
+from model_service import migrations
+from model_service.database import open_database as open_service_database
+from model_service.tasks import true_class_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -155,7 +156,7 @@ def release_and_url(request, tmp_path):
 
 def open_database(url):
     """The database as the service opens it (pooled), with NEW_MODEL bound to it."""
-    database = service.open_database(url, timeout=5)
+    database = open_service_database(url, timeout=5)
     NEW_MODEL._meta.database.initialize(database)
     return database
 
@@ -407,7 +408,7 @@ def open_read_only(url):
         database = PooledSqliteDatabase(f"file:{path}?mode=ro", uri=True, max_connections=2)
     else:  # as on a standby, or with a role whose transactions are read-only by default
         options = quote("-c default_transaction_read_only=on")
-        database = service.open_database(f"{url}?options={options}", timeout=5)
+        database = open_service_database(f"{url}?options={options}", timeout=5)
     NEW_MODEL._meta.database.initialize(database)
     return database
 

@@ -1,4 +1,4 @@
-"""GET /stats and GET /metrics (monitoring.py), the training profile (drift.py) and replay.
+"""GET /stats and GET /metrics (model_service/monitoring/), the training profile and replay.
 
 The expected numbers are computed here, independently, from the rows each test stores:
 the metrics with sklearn on the probabilities the service answered, the bins and the PSI
@@ -34,13 +34,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-import drift
 from clients import replay_traffic
+from model_service import artifacts, database, parsing, scoring
+from model_service.monitoring import drift
 
 TOKEN = "monitoring-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 PROFILE = json.loads((TITANIC / drift.PROFILE_FILE).read_text())
-VERSION = service.load_model(TITANIC).version  # the shipped model's
+VERSION = artifacts.load_model(TITANIC).version  # the shipped model's
 DAY_1, DAY_2 = datetime(2026, 3, 1, 12), datetime(2026, 3, 2, 12)
 
 
@@ -73,10 +74,10 @@ def titanic_passengers():
 def store(observations, created_at, first_id=0, probabilities=None, labels=None):
     """Insert rows as /predict and /update store them, without the model's cost (for large
     samples): the shipped model's version, its output as JSON, the rule of its decision."""
-    model = service.load_model(TITANIC)
+    model = artifacts.load_model(TITANIC)
     if probabilities is None:
-        values = [service.validate_observation(o, model) for o in observations]
-        probabilities = [o["probability"] for o in service.predict_outputs(values, model)]
+        values = [parsing.validate_observation(o, model) for o in observations]
+        probabilities = [o["probability"] for o in scoring.predict_outputs(values, model)]
     outputs = [model.task.output(p) for p in probabilities]
     rows = [
         {
@@ -226,7 +227,7 @@ def test_stats_equal_what_the_test_computes_from_the_rows_it_sent(admin):
 def test_the_committed_profile_describes_the_training_data_and_the_shipped_model():
     """The shares notebook 1 wrote (through drift.py) are those pandas counts here."""
     observations, _ = titanic_passengers()
-    model = service.load_model(TITANIC)
+    model = artifacts.load_model(TITANIC)
     assert PROFILE["written_for"] == {"model_version": model.version, "columns": model.columns}
     assert PROFILE["rows"] == len(observations)
     for name, column in PROFILE["columns"].items():
@@ -420,7 +421,7 @@ def test_the_database_down_is_a_503_and_is_counted(admin):
         return sample(samples, "database_errors_total", error="OperationalError")
 
     before = errors()
-    nowhere = service.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
+    nowhere = database.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
     reachable = service.database.obj
     service.database.initialize(nowhere)
     try:
@@ -438,7 +439,7 @@ def test_the_database_down_is_a_503_and_is_counted(admin):
 
 
 def test_metrics_count_requests_predictions_probabilities_and_batches_in_process(admin):
-    version = service.load_model(TITANIC).version
+    version = artifacts.load_model(TITANIC).version
     before = metric_samples(admin.get("/metrics", headers=ADMIN).text)
 
     probabilities = [
@@ -516,7 +517,7 @@ def test_metrics_add_up_every_worker_and_survive_a_dead_one(start_server, tmp_pa
     assert predict(1000) == 200
     samples = metric_samples(requests.get(f"{server.url}/metrics", headers=ADMIN).text)
 
-    version = service.load_model(TITANIC).version
+    version = artifacts.load_model(TITANIC).version
     route = {"route": "/predict", "method": "POST"}
     assert sample(samples, "http_requests_total", status="200", **route) == 121
     assert sample(samples, "http_requests_total", status="422", **route) == 5
@@ -596,12 +597,10 @@ def test_notebook_3_shows_the_numbers_of_the_stored_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", database_url)
 
     copy = tmp_path / "repository"  # notebook 3 reads the artifacts beside notebooks/
-    for folder in ("notebooks", "custom_transformers"):
-        shutil.copytree(ROOT / folder, copy / folder)
+    for folder in ("notebooks", "custom_transformers", "model_service"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__py*"))
     for name in ("pipeline.pickle", "columns.json", "dtypes.pickle", drift.PROFILE_FILE):
         shutil.copy(TITANIC / name, copy / name)
-    for module in ("drift.py", "groups.py"):
-        shutil.copy(ROOT / module, copy / module)
     output = printed(execute(copy / "notebooks" / "3_monitor_the_model.ipynb"))
 
     known = [i for i, label in enumerate(labels) if label is not None]

@@ -30,8 +30,9 @@ from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
 
-import drift
 from clients import replay_traffic
+from model_service import artifacts
+from model_service.monitoring import drift
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "notebooks"))
@@ -55,7 +56,7 @@ LOCAL_STATE = {
     ".ipynb_checkpoints",
 }
 MODEL_FILES = {*ARTIFACTS, drift.PROFILE_FILE, "api.toml", "targets.json"}
-VERSION = service.load_model(TITANIC).version
+VERSION = artifacts.load_model(TITANIC).version
 COLUMNS = json.loads((TITANIC / "columns.json").read_text())
 README_EXAMPLE = EXAMPLE
 NAN = math.nan
@@ -96,11 +97,10 @@ def probabilities(model_dir, observations):
 @pytest.fixture
 def repository_copy(tmp_path, monkeypatch):
     """The notebooks, the package and the tutorial's artifacts, copied into tmp_path."""
-    for folder in ["notebooks", "custom_transformers"]:
+    for folder in ["notebooks", "custom_transformers", "model_service"]:
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__py*"))
     for name in ARTIFACTS:
         shutil.copy(TITANIC / name, tmp_path / name)
-    shutil.copy(ROOT / "drift.py", tmp_path / "drift.py")  # notebook 1 writes the profile with it
     run_kernels_with_this_python(tmp_path, monkeypatch)
     return tmp_path
 

@@ -43,7 +43,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 from test_smoke_check import BRIEF_OBSERVATIONS, TASK_EXAMPLES, brief_dir, example_server
 
-import pages
+from model_service import pages
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -84,7 +84,7 @@ def flats(count, seed):
 def write_flat_model(model_dir):
     """Train a tiny pipeline and write pipeline.pickle, columns.json, dtypes.pickle, and
     the training profile that /stats compares the traffic with (drift.py)."""
-    import drift  # the service's own module, also used by notebook 1
+    from model_service.monitoring import drift  # the service's own module, also used by notebook 1
 
     frame = pd.DataFrame(flats(200, seed=1)).astype(
         {"rooms": "int64", "area": "float64", "garden": "bool", "city": "str"}

@@ -16,8 +16,7 @@ from reliability_helpers import pipeline_probabilities, random_observations, sto
 from test_openapi import check_against_spec
 from test_smoke_check import STOP_AND_SEARCH, TASK_EXAMPLES, brief_dir
 
-import predict_batch
-import serving
+from model_service import database, predict_batch, store
 
 OTHER = dict(EXAMPLE, Pclass=3, Sex="male", Fare=7.25)  # another passenger
 
@@ -208,13 +207,13 @@ def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, cli
     counting = CountingPipeline(model.pipeline)
     app.config["MODEL"] = dataclasses.replace(model, pipeline=counting)
     transactions = []
-    real_in_transaction = service.in_transaction
+    real_in_transaction = store.Store.in_transaction
 
-    def counted(work):
+    def counted(self, work):
         transactions.append(work)
-        return real_in_transaction(work)
+        return real_in_transaction(self, work)
 
-    monkeypatch.setattr(serving, "in_transaction", counted)
+    monkeypatch.setattr(store.Store, "in_transaction", counted)
     items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(50, 4))]
     items[7:7] = [{"id": 1.5}, {"id": 99, "observation": {"Pclass": None}}]
     results = post_batch(client, items).json["results"]
@@ -227,7 +226,7 @@ def test_one_predict_proba_call_and_one_transaction_for_the_valid_items(app, cli
 
 
 def test_the_batch_uses_the_scoring_and_storing_function_of_predict():
-    assert predict_batch.score_and_store is service.score_and_store
+    assert predict_batch.score_and_store is store.score_and_store
 
 
 # --- The whole request refused ------------------------------------------------------------
@@ -306,7 +305,7 @@ def test_the_limits_are_read_from_the_environment(database_url, monkeypatch, nam
 def test_a_database_that_cannot_be_reached_is_503_and_a_retry_stores_all(app, database_url):
     client = app.test_client()
     items = [{"id": index, "observation": o} for index, o in enumerate(random_observations(20, 6))]
-    nowhere = service.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
+    nowhere = database.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 1)
     reachable = service.database.obj
     service.database.initialize(nowhere)
     try:

@@ -47,6 +47,8 @@ import pytest
 from conftest import ROOT, TITANIC, LiveServer, same_probability, service
 from repository_files import folder_files, git_files, repository_files
 
+from model_service import artifacts
+
 README = ROOT / "README.md"
 LOCAL_URL = "http://localhost:5000"
 
@@ -498,7 +500,7 @@ def test_the_troubleshooting_messages_are_the_ones_the_service_prints(tmp_path, 
     monkeypatch.undo()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        version = startup_message(lambda: service.load_pipeline(tmp_path / "pipeline.pickle"))
+        version = startup_message(lambda: artifacts.load_pipeline(tmp_path / "pipeline.pickle"))
 
     # A pickle of a class whose module is gone.
     (tmp_path / "gone_transformers.py").write_text("class Gone:\n    pass\n")
@@ -509,7 +511,7 @@ def test_the_troubleshooting_messages_are_the_ones_the_service_prints(tmp_path, 
     joblib.dump(gone_transformers.Gone(), tmp_path / "gone" / "pipeline.pickle")
     del sys.modules["gone_transformers"]
     (tmp_path / "gone_transformers.py").unlink()
-    module = startup_message(lambda: service.load_pipeline(tmp_path / "gone" / "pipeline.pickle"))
+    module = startup_message(lambda: artifacts.load_pipeline(tmp_path / "gone" / "pipeline.pickle"))
 
     shown = [
         b.text for b in read_blocks(section("10. Troubleshooting")) if b.text.startswith("Cannot")

@@ -34,14 +34,14 @@ def test_workers_creating_the_table_at_once_on_an_empty_postgres_do_not_collide(
     """Replicas and workers that start together all create the table at the same moment."""
     if not POSTGRES_URL:
         pytest.skip("needs TEST_DATABASE_URL")
-    service.create_app({"DATABASE_URL": POSTGRES_URL})
+    store = service.create_app({"DATABASE_URL": POSTGRES_URL}).extensions["store"]
     empty_database(POSTGRES_URL)
     starting_line = threading.Barrier(8)
 
     def start_up():
         starting_line.wait(timeout=10)
         try:
-            service.create_or_upgrade_table()  # each thread has its own connection
+            store.upgrade()  # each thread has its own connection
         finally:
             service.database.close()
 

@@ -1,4 +1,4 @@
-"""GET /stats for every task (monitoring.py): binary, multiclass, regression, two targets.
+"""GET /stats for every task (monitoring/reports.py): binary, multiclass, regression, two targets.
 
 Each test serves a model in process, sends it predictions and true values through the API,
 then computes what /stats must say on its own: with sklearn.metrics, from what it sent and

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-import tasks
+from model_service import artifacts, parsing, tasks
 
 TOKEN = "tasks-admin-token"
 ARTIFACTS = ("pipeline.pickle", "columns.json", "dtypes.pickle")
@@ -248,8 +248,8 @@ def listed_rows(server):
 
 def test_the_decision_is_probability_at_or_above_the_threshold_at_the_boundary(database_url):
     """A threshold equal to the probability itself decides yes; one ulp above it, no."""
-    model = service.load_model(TITANIC)
-    p = probabilities([service.validate_observation(EXAMPLE, model)], model)[0]
+    model = artifacts.load_model(TITANIC)
+    p = probabilities([parsing.validate_observation(EXAMPLE, model)], model)[0]
     for observation_id, (threshold, decision) in enumerate(
         [(p, True), (math.nextafter(p, 1), False)]
     ):

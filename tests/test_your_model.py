@@ -32,8 +32,8 @@ from itertools import pairwise
 import pytest
 from conftest import ROOT, service
 
-import drift
-import tasks
+from model_service import artifacts, tasks, web
+from model_service.monitoring import drift
 
 DEFAULTS = {"integer": 0, "float": 0.0, "string": "a", "boolean": False}
 # Wrong values for each kind of column, each one the service must refuse.
@@ -43,7 +43,7 @@ BAD_VALUES = {"integer": ["a", None], "float": ["a"], "string": [1], "boolean": 
 def load_root_model():
     """(the model at the root, None), or (None, the sentence the service would stop with)."""
     try:
-        return service.load_model(ROOT), None
+        return artifacts.load_model(ROOT), None
     except service.StartupError as error:
         return None, str(error)
 
@@ -250,7 +250,7 @@ def test_a_bad_value_is_refused_naming_its_column(root_client, column, value):
     if CONTRACT.invalid == "as_missing":  # api.toml: answered, the value scored as missing
         assert response.status_code == 200, response.json
         named = response.headers.get("X-Treated-As-Missing", "").split(", ")
-        assert service.header_list([field]) in named, f"the header should name {field}"
+        assert web.header_list([field]) in named, f"the header should name {field}"
         return
     assert response.status_code == 422, response.json
     assert re.match(rf"{re.escape(field)} (must|is required)", response.json["error"]), (

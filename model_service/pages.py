@@ -27,7 +27,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-from tasks import json_key
+from model_service.tasks import json_key
 
 pages = Blueprint("pages", __name__)
 
@@ -250,3 +250,7 @@ def selected_columns(selection, columns):
     except (TypeError, ValueError, IndexError):  # a slice by name, a mask of another length
         pass
     return None
+
+
+def init_app(app):
+    app.register_blueprint(pages)

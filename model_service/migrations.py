@@ -22,7 +22,7 @@ import peewee
 from peewee import fn
 from playhouse.migrate import SchemaMigrator, migrate
 
-from serving import true_class_of
+from model_service.tasks import true_class_of
 
 # The PostgreSQL advisory lock key that releases before this one took to create the table:
 # during a rolling deploy, an old replica starting takes turns with this upgrade.

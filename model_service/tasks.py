@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import is_classifier, is_regressor
 
-from values import parse_number
+from model_service.values import parse_number
 
 TARGETS_FILE = "targets.json"
 DEFAULT_THRESHOLD = 0.5
@@ -306,4 +306,19 @@ def count_outputs(estimator):
     coef = getattr(estimator, "coef_", None)
     if coef is not None:
         return 1 if np.ndim(coef) == 1 else int(np.shape(coef)[0])
+    return None
+
+# peewee's IntegerField is PostgreSQL's INTEGER: 32 bits.
+TRUE_CLASS_RANGE = range(-(2**31), 2**31)
+
+
+def true_class_of(label):
+    """A classifier's label as the tutorial's true_class column holds it, or None.
+
+    The tutorial's queries (`WHERE true_class IS NOT NULL`) read an integer class: an
+    integer label as such, a boolean as 1 or 0. Other labels (strings, fractions) and
+    integers beyond 32 bits leave it NULL; true_value holds every label (/update writes both).
+    """
+    if isinstance(label, int) and int(label) in TRUE_CLASS_RANGE:  # bool is an int: 1 or 0
+        return int(label)
     return None

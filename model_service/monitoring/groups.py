@@ -1,10 +1,11 @@
-"""Quality per group, and the rules of a brief: `GET /stats?by=<column>[,<column>...]`.
+"""Quality per group: `GET /stats?by=<column>[,<column>...]`.
 
-A brief judges a model per group ("per station and search objective"), not overall.
-monitoring.py builds one `Groups` at start-up, which checks api.toml's `[stats]` table
-(GroupsError names the key), and calls `Groups.report` for every `/stats?by=`: it sorts the
-stored rows into groups, computes the task's metrics on each group's labelled rows, the
-spread of each metric between the groups, and whether each rule holds.
+A brief judges a model per group ("per station and search objective"), not overall. The
+monitoring package builds one `Groups` at start-up, which checks api.toml's `[stats]` table
+(rules.py; GroupsError names the key), and stats.py calls `Groups.report` for every
+`/stats?by=`: it sorts the stored rows into groups, computes the task's metrics on each
+group's labelled rows, the spread of each metric between the groups, and whether each rule
+holds (rules.py).
 
 * A group is a value, or a combination of values, of the named columns in the stored
   observations: a category (booleans as true/false); for a numeric column, a bin of the
@@ -14,9 +15,9 @@ spread of each metric between the groups, and whether each rule holds.
   precision (each row decided at the threshold stored with it: the "success rate" of the
   positive decisions), recall, false_positive_rate, roc_auc; multiclass accuracy, macro_f1;
   regression mae and mean_error (prediction - truth), per target for several.
-* Each metric comes with a 95 % interval: Wilson's score interval for the rates (a
-  proportion of counts), a percentile bootstrap for the others: RESAMPLES draws of the
-  group's labelled rows (in the order they were stored) with replacement, from
+* Each metric comes with a 95 % interval (intervals.py): Wilson's score interval for the
+  rates (a proportion of counts), a percentile bootstrap for the others: RESAMPLES draws of
+  the group's labelled rows (in the order they were stored) with replacement, from
   numpy.random.default_rng(seed), where seed is the CRC-32 of the group's (column, value)
   pairs sorted by column, as JSON (zlib.crc32(b'[["station", "kent"]]')): the same rows
   give the same interval at every call, whatever the order the columns are named in.
@@ -25,18 +26,6 @@ spread of each metric between the groups, and whether each rule holds.
   "undecided").
 * The spread of a metric: the highest group minus the lowest, with an interval (MOVER:
   Newcombe's for two Wilson intervals), and the smallest ratio, lowest / highest.
-
-    [stats]
-    min_labelled = 30                 # GROUP_MIN_LABELLED wins over it
-    extra_columns = ["ethnicity"]     # body fields the model does not read, to group by
-    [[stats.rules]]
-    name = "precision in every station"
-    metric = "precision"
-    by = ["station"]                  # a column or a list of them
-    at_least = 0.10                   # or at_most; or, between groups:
-    # within = ["station"]            #   compare the groups of `by` inside each of these
-    # spread_at_most = 0.05           #   largest difference
-    # ratio_at_least = 0.8            #   smallest ratio
 """
 
 import json
@@ -45,7 +34,6 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -56,23 +44,33 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-import drift
+from model_service.monitoring import drift
+from model_service.monitoring.intervals import (
+    CONFIDENCE,
+    Resampling,
+    bootstrap,
+    figure,
+    rate,
+    weighted_auc,
+    weighted_macro_f1,
+    weighted_mean,
+)
+from model_service.monitoring.rules import (
+    GroupsError,
+    check_stats_keys,
+    judge_rule,
+    names_list,
+    read_min_labelled,
+    read_rule,
+    rule_tables,
+    setting_error,
+    spread,
+    verdict,
+)
 
 MAX_COLUMNS = 3  # columns of one grouping (`by`, or a rule's within + by)
 MAX_GROUPS = 1000  # groups of one grouping: past that, a table nobody can read
-DEFAULT_MIN_LABELLED = 30
-CONFIDENCE = 0.95
-Z = float(norm.ppf(0.5 + CONFIDENCE / 2))
-RESAMPLES = 200
-RESAMPLED_CELLS = 50_000  # rows x draws held at once by the bootstrap: bounds its memory
 MISSING, OTHER = drift.MISSING, drift.OTHER
-BOUNDS = ("at_least", "at_most", "spread_at_most", "ratio_at_least")
-RULE_KEYS = {"name", "metric", "by", "within", *BOUNDS}
-STATS_KEYS = {"min_labelled", "extra_columns", "rules"}
-
-
-class GroupsError(Exception):
-    """A setting or a request that groups cannot serve: one sentence that names it."""
 
 
 def metric_names(task):
@@ -83,75 +81,6 @@ def metric_names(task):
     if task.width == 1:
         return ["mae", "mean_error"]
     return [f"{name}.{target}" for target in task.targets for name in ("mae", "mean_error")]
-
-
-def is_signed(metric):
-    """mean_error may be below 0: a ratio of two of them means nothing."""
-    return metric.startswith("mean_error")
-
-
-# ---------------------------------------------------------------------------------------
-# Settings: [stats] of api.toml, checked once at start-up
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    metric: str
-    by: tuple
-    within: tuple
-    bound: str  # one of BOUNDS
-    limit: float
-
-    @property
-    def columns(self):
-        return self.within + self.by
-
-    def describe(self):
-        return {
-            "name": self.name,
-            "metric": self.metric,
-            "by": list(self.by),
-            "within": list(self.within),
-            self.bound: self.limit,
-        }
-
-
-def setting_error(key, problem):
-    return GroupsError(f"api.toml [stats] {key} {problem}.")
-
-
-def read_min_labelled(table, environment_value):
-    """GROUP_MIN_LABELLED, else [stats] min_labelled, else DEFAULT_MIN_LABELLED.
-
-    The variable wins, as THRESHOLD wins over [model]: a Railway variable changes it
-    without a commit. Both are checked, so that a wrong file is said at once.
-    """
-    value = table.get("min_labelled", DEFAULT_MIN_LABELLED)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise setting_error("min_labelled", f"must be a whole number of at least 1, not {value!r}")
-    if not environment_value:
-        return value
-    try:
-        value = int(environment_value)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise GroupsError(
-            f"The environment variable GROUP_MIN_LABELLED={environment_value!r} must be a "
-            "whole number of at least 1."
-        )
-    return value
-
-
-def names_list(value, key, allow_empty=False):
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise setting_error(key, "must be a column name or a list of them")
-    if not names and not allow_empty:
-        raise setting_error(key, "must name at least one column")
-    return tuple(names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,114 +159,6 @@ def is_finite_number(value):
 
 def number_or_nan(value):
     return float(value) if is_finite_number(value) else math.nan
-
-
-# ---------------------------------------------------------------------------------------
-# Intervals
-# ---------------------------------------------------------------------------------------
-
-
-def wilson(successes, trials):
-    """Wilson's score interval of a proportion (closed form).
-
-    At 0 successes it starts at 0, at `trials` it ends at 1: exactly, where rounding would
-    leave 1e-17 or 0.9999999999999998.
-    """
-    p, n = successes / trials, trials
-    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
-    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return low, high
-
-
-@dataclass(frozen=True)
-class Resampling:
-    seed: int
-    pause: object  # called between two batches of draws: lets a server's other requests run
-
-
-def draws(count, resampling):
-    """RESAMPLES draws of `count` rows with replacement, as weights (how many times each
-    row was drawn), a few draws at a time."""
-    rng = np.random.default_rng(resampling.seed)
-    at_once = max(1, RESAMPLED_CELLS // count)
-    for start in range(0, RESAMPLES, at_once):
-        size = min(at_once, RESAMPLES - start)
-        picks = rng.integers(0, count, (size, count)) + count * np.arange(size)[:, None]
-        yield np.bincount(picks.ravel(), minlength=size * count).reshape(size, count)
-        resampling.pause()
-
-
-def bootstrap(count, resampling, statistics):
-    """{name: (low, high)}: the percentile interval of each statistic(weights) over the
-    same draws; draws where it is undefined (NaN: one class only) are left out, and None
-    when every draw is."""
-    found = {name: [] for name in statistics}
-    for weights in draws(count, resampling):
-        for name, statistic in statistics.items():
-            found[name].append(statistic(weights))
-    intervals = {}
-    for name, parts in found.items():
-        values = np.concatenate(parts)
-        values = values[np.isfinite(values)]
-        if not len(values):
-            intervals[name] = None
-            continue
-        low, high = np.percentile(values, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-        intervals[name] = (float(low), float(high))
-    return intervals
-
-
-def weighted_auc(truth, score):
-    """AUC of each draw (weights: draws x rows): the chance that a positive outranks a
-    negative, ties counting half, which is what roc_auc_score computes."""
-    order = np.argsort(score, kind="stable")
-    sorted_score, positive = score[order], truth[order]
-    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
-
-    def statistic(weights):
-        weights = weights[:, order]
-        positives = np.add.reduceat(weights * positive, starts, axis=1)
-        negatives = np.add.reduceat(weights * ~positive, starts, axis=1)
-        below = np.cumsum(negatives, axis=1) - negatives
-        pairs = positives.sum(axis=1) * negatives.sum(axis=1)
-        wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return wins / pairs
-
-    return statistic
-
-
-def weighted_macro_f1(true, predicted, classes):
-    """Macro F1 of each draw, over the classes drawn (true or predicted), as f1_score."""
-    true_hot, predicted_hot = np.eye(classes)[true], np.eye(classes)[predicted]
-    right_hot = true_hot * (true == predicted)[:, None]
-
-    def statistic(weights):
-        trues, predicteds, rights = weights @ true_hot, weights @ predicted_hot, weights @ right_hot
-        present = (trues + predicteds) > 0
-        scores = np.divide(2 * rights, trues + predicteds, out=np.zeros_like(rights), where=present)
-        return scores.sum(axis=1) / present.sum(axis=1)
-
-    return statistic
-
-
-def weighted_mean(values):
-    return lambda weights: weights @ values / len(values)
-
-
-def figure(value, interval):
-    """A metric as JSON: its value and interval, or None (undefined, or no interval)."""
-    if value is None or interval is None:
-        return None
-    low, high = interval
-    return {"value": float(value), "low": low, "high": high}
-
-
-def rate(value, successes, trials):
-    """A proportion and its Wilson interval, or None when it has no rows to count."""
-    return figure(value, wilson(successes, trials)) if trials else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,9 +269,9 @@ class Rows:
     encoders: dict  # column -> Categories or Bins
     codes: dict  # column -> code of every row
     labelled_at: np.ndarray  # the positions of the labelled rows this task can read
-    outcomes: dict  # their arrays (tasks' readers in monitoring.py)
+    outcomes: dict  # their arrays (the task's report, reports.py)
     labelled: int  # every labelled row, readable or not
-    pause: object  # lets a server's other requests run (monitoring.let_others_run)
+    pause: object  # lets a server's other requests run (window.let_others_run)
     groupings: dict = field(default_factory=dict)  # columns -> [Group], computed once
     judged: dict = field(default_factory=dict)  # a group's name -> (figures, reason)
 
@@ -464,11 +285,7 @@ class Groups:
     """The groups and rules of one model, checked at start-up; `report` answers /stats?by=."""
 
     def __init__(self, table, min_labelled, model, profile, profile_note):
-        unknown = sorted(set(table) - STATS_KEYS)
-        if unknown:
-            raise setting_error(
-                repr(unknown[0]), f"is not a key; the keys are {', '.join(sorted(STATS_KEYS))}"
-            )
+        check_stats_keys(table)
         self.task = model.task
         self.metrics = metric_names(model.task)
         self.min_labelled = read_min_labelled(table, min_labelled)
@@ -479,10 +296,11 @@ class Groups:
             raise setting_error("extra_columns", f"names {doubled[0]!r}, a column of the model")
         self.columns = [*model.columns, *dict.fromkeys(extra)]
         self.numeric = {c for c in model.columns if model.kinds[c] in ("integer", "float")}
-        rules = table.get("rules", [])
-        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-            raise setting_error("rules", "must be tables, each written [[stats.rules]]")
-        self.rules = [self.read_rule(rule, number) for number, rule in enumerate(rules, 1)]
+        self.rules = []
+        for number, settings in enumerate(rule_tables(table), 1):
+            rule = read_rule(settings, number, self.metrics, self.task.name)
+            self.check_columns(rule.columns, f"api.toml rule {rule.name!r}: within and by")
+            self.rules.append(rule)
 
     # --- checking ----------------------------------------------------------------------
 
@@ -504,54 +322,6 @@ class Groups:
                     f"profile, which is not available: {self.profile_note}."
                 )
 
-    def read_rule(self, rule, number):
-        where = f"api.toml [[stats.rules]] number {number}"
-        unknown = sorted(set(rule) - RULE_KEYS)
-        if unknown:
-            raise GroupsError(
-                f"{where} has an unknown key {unknown[0]!r}; its keys are "
-                f"{', '.join(sorted(RULE_KEYS))}."
-            )
-        name = rule.get("name", f"rule {number}")
-        if not isinstance(name, str) or not name:
-            raise GroupsError(f"{where}: name must be a text.")
-        where = f"api.toml rule {name!r}"
-        metric = rule.get("metric")
-        if metric not in self.metrics:
-            raise GroupsError(
-                f"{where}: metric {metric!r} is not one this {self.task.name} model reports; "
-                f"use one of {', '.join(self.metrics)}."
-            )
-        bounds = [key for key in BOUNDS if key in rule]
-        if len(bounds) != 1:
-            raise GroupsError(f"{where} must have exactly one of {', '.join(BOUNDS)}.")
-        bound, limit = bounds[0], rule[bounds[0]]
-        self.check_limit(where, bound, limit, metric)
-        by = self.rule_columns(rule.get("by"), f"{where}: by")
-        within = self.rule_columns(rule.get("within", []), f"{where}: within", allow_empty=True)
-        if within and bound in ("at_least", "at_most"):
-            raise GroupsError(
-                f"{where}: within compares groups (spread_at_most, ratio_at_least); with "
-                f"{bound}, name every column in by."
-            )
-        self.check_columns([*within, *by], f"{where}: within and by")
-        return Rule(name, metric, by, within, bound, float(limit))
-
-    def rule_columns(self, value, what, allow_empty=False):
-        try:
-            return names_list(value, "", allow_empty=allow_empty)
-        except GroupsError:
-            raise GroupsError(f"{what} must be a column name or a list of them.") from None
-
-    @staticmethod
-    def check_limit(where, bound, limit, metric):
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or math.isnan(limit):
-            raise GroupsError(f"{where}: {bound} must be a number, not {limit!r}.")
-        if bound == "ratio_at_least" and is_signed(metric):
-            raise GroupsError(f"{where}: {metric} may be negative, so it has no ratio.")
-        if bound in ("spread_at_most", "ratio_at_least") and limit < 0:
-            raise GroupsError(f"{where}: {bound} must be at least 0.")
-
     def parse_by(self, text):
         """The columns of ?by=: names separated by commas; empty: no grouping."""
         names = [name.strip() for name in text.split(",")] if text.strip() else []
@@ -572,7 +342,7 @@ class Groups:
 
         chunks: lists of (observation: a dict or None, true value, *stored prediction
         columns); outcomes(labelled rows) -> ({name: array}, kept mask), by the task
-        (monitoring.py reads both). Each chunk's labelled rows become arrays at once: the
+        (reports.py reads both). Each chunk's labelled rows become arrays at once: the
         memory holds numbers, not the rows' tuples.
         """
         encoders = {column: self.encoder(column) for column in columns}
@@ -676,21 +446,7 @@ class Groups:
             groups = self.groups_of(rows, rule.columns)
         except GroupsError as error:  # too many groups: nothing can be said
             return rule.describe() | verdict(0, [], [], str(error))
-        judged = [g for g in groups if g.value(rule.metric) is not None]
-        undecided = [
-            {"group": g.labels, "labelled": g.labelled, "reason": g.reason or "no value"}
-            for g in groups
-            if g.value(rule.metric) is None
-        ]
-        if rule.bound in ("at_least", "at_most"):
-            failing = [entry for g in judged if (entry := bound_failure(rule, g))]
-            return rule.describe() | verdict(len(judged), failing, undecided)
-        failing = []
-        for within, members in strata(judged, rule.within).items():
-            entry = spread_failure(rule, members, within)
-            if entry:
-                failing.append(entry)
-        return rule.describe() | verdict(len(judged), failing, undecided)
+        return judge_rule(rule, groups)
 
 
 def combined(codes, sizes, count):
@@ -707,103 +463,3 @@ def positions_by_key(keys):
     order = np.argsort(keys, kind="stable")
     found, starts = np.unique(keys[order], return_index=True)
     return dict(zip(found.tolist(), np.split(order, starts[1:]), strict=True))
-
-
-# ---------------------------------------------------------------------------------------
-# Spreads and rules
-# ---------------------------------------------------------------------------------------
-
-
-def spread(groups, metric):
-    """The gap between the highest and the lowest group with a value of the metric."""
-    judged = [g for g in groups if g.value(metric) is not None]
-    if len(judged) < 2:
-        return {
-            "groups": len(judged),
-            "lowest": None,
-            "highest": None,
-            "difference": None,
-            "ratio": None,
-        }
-    lowest = min(judged, key=lambda g: g.value(metric))
-    highest = max(judged, key=lambda g: g.value(metric))
-    return {
-        "groups": len(judged),
-        "lowest": {"group": lowest.labels, "value": lowest.value(metric)},
-        "highest": {"group": highest.labels, "value": highest.value(metric)},
-        "difference": difference(highest.figures[metric], lowest.figures[metric]),
-        "ratio": ratio(lowest.value(metric), highest.value(metric), metric),
-    }
-
-
-def difference(high, low):
-    """high - low, and its interval by MOVER (Newcombe's for two Wilson intervals)."""
-    value = high["value"] - low["value"]
-    below = math.hypot(high["value"] - high["low"], low["high"] - low["value"])
-    above = math.hypot(high["high"] - high["value"], low["value"] - low["low"])
-    return {"value": value, "low": value - below, "high": value + above}
-
-
-def ratio(lowest, highest, metric):
-    if is_signed(metric) or highest <= 0:
-        return None
-    return lowest / highest
-
-
-def bound_failure(rule, group):
-    """The entry of a group that fails an at_least / at_most rule, or None."""
-    found = group.figures[rule.metric]
-    if rule.bound == "at_least":
-        fails, beyond = found["value"] < rule.limit, found["high"] < rule.limit
-    else:
-        fails, beyond = found["value"] > rule.limit, found["low"] > rule.limit
-    return {"group": group.labels, **found, "beyond_noise": beyond} if fails else None
-
-
-def strata(groups, within):
-    """{(values of the within columns): [groups]}: the groups compared together."""
-    found = {}
-    for group in groups:
-        found.setdefault(tuple(group.labels[c] for c in within), []).append(group)
-    return found
-
-
-def spread_failure(rule, groups, within):
-    """The entry of a stratum that fails a spread_at_most / ratio_at_least rule, or None.
-
-    A stratum of one group has no spread: nothing to level.
-    """
-    if len(groups) < 2:
-        return None
-    gap = spread(groups, rule.metric)
-    if rule.bound == "spread_at_most":
-        fails = gap["difference"]["value"] > rule.limit
-        beyond = gap["difference"]["low"] > rule.limit
-    else:
-        lowest = min(groups, key=lambda g: g.value(rule.metric)).figures[rule.metric]
-        highest = max(groups, key=lambda g: g.value(rule.metric)).figures[rule.metric]
-        fails = gap["ratio"] is not None and gap["ratio"] < rule.limit
-        # Beyond noise when even the ends of the two intervals most favourable to the rule
-        # fail it (a ratio has no interval of its own here).
-        beyond = highest["low"] > 0 and lowest["high"] / highest["low"] < rule.limit
-    if not fails:
-        return None
-    entry = {"within": dict(zip(rule.within, within, strict=True))}
-    entry |= {key: gap[key] for key in ("lowest", "highest", "difference", "ratio")}
-    return entry | {"beyond_noise": bool(beyond)}
-
-
-def verdict(judged, failing, undecided, reason=None):
-    if failing:
-        status = "not_met"
-    elif undecided or not judged or reason:
-        status = "undecided"
-    else:
-        status = "met"
-    return {
-        "status": status,
-        "judged": judged,
-        "failing": failing,
-        "undecided": undecided,
-        "reason": reason,
-    }

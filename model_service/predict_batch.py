@@ -16,7 +16,7 @@ meet the result's own keys. "id" is the item's id as the client sent it: a value
 {field: value} for a composite id; null when it cannot be read.
 
 The valid items are scored in one predict_proba call and stored in one transaction, by the
-same function that /predict's micro-batcher calls (app.score_and_store). The whole request
+same function that /predict's micro-batcher calls (store.score_and_store). The whole request
 is refused, storing nothing, only when it cannot be read: 400 (not JSON, not that shape),
 413 (over PREDICT_BATCH_MAX_BYTES), 422 (empty, or over PREDICT_BATCH_MAX_OBSERVATIONS
 items), 503 (the database is down: safe to send again, the ids make it idempotent).
@@ -26,15 +26,10 @@ import json
 
 from flask import current_app, jsonify, request
 
-from serving import (
-    ApiError,
-    PredictionRequest,
-    StartupError,
-    add_route,
-    parse_prediction_request,
-    read_json_body,
-    score_and_store,
-)
+from model_service.errors import ApiError, StartupError
+from model_service.parsing import PredictionRequest, parse_prediction_request, read_json_body
+from model_service.store import current_store, score_and_store
+from model_service.web import add_route
 
 MOST_OBSERVATIONS = 10_000
 
@@ -59,7 +54,7 @@ def predict_batch():
     parsed = [parse_item(item, model) for item in items]  # (id or None, request or ApiError)
     valid = [outcome for _, outcome in parsed if isinstance(outcome, PredictionRequest)]
     # One predict_proba call and one transaction; a database error raises: 503, nothing stored.
-    scored = iter(score_and_store(valid, model) if valid else [])
+    scored = iter(score_and_store(valid, model, current_store()) if valid else [])
     results = []
     for item, (client_id, outcome) in zip(items, parsed, strict=True):
         if isinstance(outcome, PredictionRequest):

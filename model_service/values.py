@@ -5,6 +5,7 @@ value gets the same answer, and the same words, wherever it is sent.
 """
 
 import math
+from decimal import Decimal
 
 
 def is_missing(value):
@@ -30,9 +31,17 @@ def parse_number(value, name, largest=math.inf):
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number) or abs(number) > largest:
+    if not math.isfinite(number) or abs(number) > largest or beyond(value, largest):
         raise ValueError(f"{name} must be a finite number")
     return number
+
+
+def beyond(value, largest):
+    """Whether an integer exceeds the bound as its decimal text states it (the OpenAPI
+    document does): -1.7976931348623157e308 - 1 would round to the bound as a float."""
+    if not isinstance(value, int) or not math.isfinite(largest):
+        return False
+    return abs(value) > int(Decimal(repr(largest)))
 
 
 def json_type(value):

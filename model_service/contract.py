@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from values import json_type, parse_integer
+from model_service.values import json_type, parse_integer
 
 CONTRACT_FILE = "api.toml"
 MAX_STRING_ID = 200  # characters of a string id
@@ -68,7 +68,7 @@ class Contract:
     batch_path: str = "/predict-batch"
     id_fields: tuple = ("id",)
     id_kinds: dict = None  # id field -> "integer", "string" or ANY_ID
-    invalid: str = "reject"  # a bad feature value: a 422, or "as_missing" (serving.py)
+    invalid: str = "reject"  # a bad feature value: a 422, or "as_missing" (parsing.py)
     observation_field: str = "observation"  # "" = the features are the body's own fields
     predict_sources: dict = None  # answer key -> source; None: the task's own answer
     true_fields: object = None  # a field, or {target: field}; None: the task's truth_field

@@ -1,0 +1,17 @@
+"""The engine behind app.py: everything a student never needs to edit.
+
+app.py tells the story of one request and calls these modules by name. One request goes
+through `parsing` (read the JSON body, the id and the observation, as the contract says),
+`scoring` (the pipeline's outputs for several requests in one call) and `store` (one
+transaction for the batch, a retry answered with what was stored), with `batching` (the
+micro-batcher that groups the requests in flight). At start-up, `settings` reads the
+environment, `artifacts` loads and checks pipeline.pickle, columns.json and dtypes.pickle,
+`tasks` reads what the model does (binary, multiclass, regression), `contract` reads the
+brief's api.toml, `database` connects to DATABASE_URL and `migrations` upgrades an older
+table in place. `errors` answers every error as JSON, `signals` tells monitoring what
+happened, `values` reads JSON numbers and `web` holds the routes' small helpers. Each other
+capability is a module wired in by one call in app.py's create_app: `health` (GET /health),
+`monitoring` (GET /stats, /stats?by= and /metrics: quality, drift, groups and rules),
+`predict_batch` (POST /predict-batch), `pages` (GET / and /monitor) and `openapi` (the
+OpenAPI document, made from the model and its contract).
+"""

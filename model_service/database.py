@@ -1,0 +1,81 @@
+"""Connecting to DATABASE_URL, and running work in a transaction that survives a restart.
+
+    database.initialize(open_database(url, timeout))  # app.py's DatabaseProxy
+    in_transaction(database, work)                   # work() in one transaction, retried once
+
+SQLite (a file, locally) or PostgreSQL (Railway's), through playhouse.db_url, with pooled
+connections and a bound on every wait.
+"""
+
+import select
+from functools import partial
+
+import peewee
+import psycopg2.extensions
+from playhouse.db_url import connect
+from playhouse.pool import MaxConnectionsExceeded
+
+# Errors that mean "the database cannot be reached or is too busy right now": 503.
+DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
+
+
+def open_database(url, timeout):
+    """Connect peewee to DATABASE_URL: sqlite:///file.db, postgres:// or postgresql://.
+
+    Connections are pooled (kept open between requests): opening one costs more than the
+    insert it is opened for. `timeout` bounds every wait for the database, in seconds.
+    """
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ValueError("only SQLite and PostgreSQL are supported")
+    pool = {"max_connections": 32, "stale_timeout": 300, "timeout": timeout}
+    if scheme == "sqlite":
+        # WAL lets readers and a writer work at once; the busy timeout makes a writer wait
+        # for the lock instead of failing with "database is locked".
+        pragmas = {"journal_mode": "wal", "busy_timeout": int(timeout * 1000)}
+        # A pooled connection may serve another thread later (never two at once).
+        return connect(f"sqlite+pool://{rest}", pragmas=pragmas, check_same_thread=False, **pool)
+    psycopg2.extensions.set_wait_callback(partial(wait_for_postgres, timeout=timeout))
+    return connect(f"{scheme}+pool://{rest}", connect_timeout=max(1, round(timeout)), **pool)
+
+
+def wait_for_postgres(connection, timeout):
+    """psycopg2 calls this whenever it waits for PostgreSQL (set in open_database).
+
+    A server that is down refuses at once; one that hangs (frozen, or cut off by the
+    network) would block the worker until gunicorn kills it. So give up after `timeout`.
+    """
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        reading = state == psycopg2.extensions.POLL_READ
+        socket = [connection.fileno()]
+        readable, writable, _ = select.select(
+            socket if reading else [], [] if reading else socket, [], timeout
+        )
+        if not (readable or writable):
+            raise psycopg2.OperationalError(f"PostgreSQL did not answer within {timeout} s")
+
+
+def in_transaction(database, work):
+    """Run work() in one transaction and return its result.
+
+    A pooled PostgreSQL connection dies when the server restarts, and the first query on
+    it fails. So on a connection error the work runs once more on a fresh connection. That
+    is safe because every write here is idempotent (insert-if-absent, set a value).
+    """
+    try:
+        with database.atomic():
+            return work()
+    except DATABASE_ERRORS:
+        discard_connections(database)
+        with database.atomic():
+            return work()
+
+
+def discard_connections(database):
+    """Close this thread's connection and the pool's idle ones: they may all be dead."""
+    database.close_idle()
+    if not database.is_closed():
+        database.manual_close()

@@ -1,0 +1,162 @@
+"""GET /stats: how the model does in production, from the rows the service stores.
+
+* `GET /stats`: the quality of one model version over the predictions whose true value
+  arrived with /update, by the task of the model served (reports.py), the versions
+  present, and the drift of every feature against the training data (drift.py),
+  optionally in a time window (?since=...&until=...).
+* `GET /stats?by=<column>[,<column>...]`: the same rows' quality per group, the spreads
+  between the groups and the rules of api.toml's [stats] (groups.py: its docstring says
+  what each key holds). Its answer replaces the overall figures: model, window, by,
+  predictions, then groups.py's keys.
+
+Only with `Authorization: Bearer <ADMIN_TOKEN>`, like /list-db-contents.
+
+What /stats reports (`?model_version=`: default the model served now; `unknown` selects the
+rows stored before the version was recorded): `model` (the served `version`, the
+`reported_version`, its `task` as task.describe() gives it, `columns`, `held_out`),
+`window`, `versions` (each version in the window: its rows, labelled rows, first and last
+time, whether it is served), `predictions`, `labelled`, `labelled_left_out` (labelled rows
+whose stored prediction or true value this task cannot read: rows of a model of another
+kind), `metrics` (reports.py says what each task's hold), `calibration`, `distribution`,
+`drift`, `drift_note`, `unreadable_observations` (rows with a replaced value among them:
+drift reads observations as invalid = "reject" would), `replaced` (rows with values
+answered as missing, [predict] invalid = "as_missing": how many, and how many per field).
+"""
+
+from collections import Counter as Tally
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+
+from flask import Blueprint, current_app, jsonify, request
+from peewee import fn
+
+from model_service.errors import ApiError
+from model_service.monitoring.drift import bin_observations, drift_report, observation_of
+from model_service.monitoring.metrics import count_rules
+from model_service.monitoring.reports import REPORTS
+from model_service.monitoring.rules import GroupsError
+from model_service.monitoring.window import (
+    Window,
+    iso_or_none,
+    let_others_run,
+    parsed,
+    plain_rows,
+)
+from model_service.store import current_store
+from model_service.web import require_admin
+
+blueprint = Blueprint("stats", __name__)
+
+
+@blueprint.get("/stats")
+def serve_stats():
+    require_admin()
+    state = current_app.extensions["monitoring"]  # monitoring.Monitoring, from init_app
+    model = current_app.config["MODEL"]
+    by = request.args.get("by")
+    if by is not None:
+        checked_groups(lambda: state.groups.parse_by(by))  # 422 before any query
+    since, until = window_bound("since"), window_bound("until")
+    if since is not None and until is not None and since > until:
+        raise ApiError(422, "until must not be earlier than since")
+    reported = request.args.get("model_version") or model.version
+    window = Window(current_store(), since, until)
+
+    # The versions first: their last id bounds every later query to the same rows.
+    versions, last_id = window.in_transaction(window.versions)
+    window = replace(window, version=reported)
+    count = sum(v["predictions"] for v in versions if v["version"] == reported)
+    head = {
+        "model": describe_model(model, reported, state.profile),
+        "window": {"since": iso_or_none(since), "until": iso_or_none(until)},
+    }
+    if by is None:
+        return jsonify(**head, **whole_stats(state, model, window, last_id, versions, count))
+    answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
+    if since is None and until is None and reported == model.version:
+        count_rules(model.version, answer["rules"])
+    return jsonify(**head, by=answer.pop("by"), predictions=count, **answer)
+
+
+def whole_stats(state, model, window, last_id, versions, count):
+    """/stats without by: the versions, the quality of the task, and the drift."""
+    report = REPORTS[model.task.name](model.task)
+    counts, readable, unreadable = bin_observations(window, last_id, model, state.profile, report)
+    quality = report.summary(window, last_id)
+    drift_by_column, drift_note = drift_report(
+        state.profile, state.profile_note, counts, readable, count
+    )
+    return {
+        "versions": [dict(v, serving=v["version"] == model.version) for v in versions],
+        "predictions": count,
+        **quality,
+        "drift": drift_by_column,
+        "drift_note": drift_note,
+        "unreadable_observations": unreadable,
+        "replaced": window.in_transaction(partial(replaced_values, window, last_id)),
+    }
+
+
+def replaced_values(window, last_id):
+    """{"rows", "by_field"}: the rows with values answered as missing ([predict] invalid =
+    "as_missing"), and how many of them had each field replaced. One GROUP BY: the distinct
+    sets of replaced fields are few."""
+    rows, by_field = 0, Tally()
+    if last_id is not None:
+        table = window.table
+        query = table.select(table.replaced, fn.COUNT(table.id)).where(
+            table.replaced.is_null(False)
+        )
+        for text, count in plain_rows(window.where(query.group_by(table.replaced), last_id)):
+            rows += int(count)
+            by_field.update(dict.fromkeys(parsed(text) or {}, int(count)))
+    return {"rows": rows, "by_field": dict(sorted(by_field.items()))}
+
+
+def checked_groups(work):
+    """work(), a GroupsError (a column that cannot group rows...) becoming a 422."""
+    try:
+        return work()
+    except GroupsError as error:
+        raise ApiError(422, str(error)) from None
+
+
+def group_stats(state, model, window, last_id, by):
+    """/stats?by= (groups.py): one pass over the rows, each observation read as the
+    contract keeps it, with the true value and the prediction of the labelled ones."""
+    report = REPORTS[model.task.name](model.task)
+    table = window.table
+    columns = [table.observation, table.true_value, *report.stored_columns(table)]
+    chunks = (
+        [(observation_of(row[1], model.contract), *row[2:]) for row in rows]
+        for rows in window.chunks(last_id, *columns)
+    )
+    return state.groups.report(by, chunks, report.outcomes, pause=let_others_run)
+
+
+def describe_model(model, reported, profile):
+    """The model served (its rows are read with its task, whichever version is reported)."""
+    return {
+        "version": model.version,
+        "reported_version": reported,
+        "task": model.task.describe(),
+        "columns": model.columns,
+        "held_out": (profile or {}).get("held_out"),  # the served model's, from notebook 1
+    }
+
+
+def window_bound(name):
+    """?since= or ?until= as a naive UTC datetime (how created_at is stored), or None."""
+    text = request.args.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"
+        if moment.tzinfo is not None:  # without a zone, the time is taken as UTC
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # not a time, or out of range once in UTC
+        raise ApiError(
+            422, f"{name} must be a date and time in ISO 8601, such as 2026-01-31T12:00:00Z"
+        ) from None
+    return moment

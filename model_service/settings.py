@@ -1,0 +1,48 @@
+"""Every setting the service reads from the environment, with its default (.env.example).
+
+Settings come from environment variables (Railway's variables, or .env under make), so that
+the same image runs anywhere; tests pass their own to create_app.
+"""
+
+import os
+from pathlib import Path
+
+from model_service.errors import StartupError
+
+# The repository root: app.py, the artifacts, templates/ and static/.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_from_environment():
+    """Every setting the service reads, with its default (see .env.example)."""
+    return {
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or "sqlite:///predictions.db",
+        "MODEL_DIR": os.environ.get("MODEL_DIR") or str(ROOT),
+        "ADMIN_TOKEN": os.environ.get("ADMIN_TOKEN", ""),
+        "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
+        "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
+        "BATCH_MAX_SIZE": number_from_environment("BATCH_MAX_SIZE", 64, int),
+        # Binary classifiers (tasks.py): the decision is probability >= THRESHOLD, for the
+        # class POSITIVE_CLASS. Unset: 0.5, and the greater of the two labels (1, true).
+        "THRESHOLD": number_from_environment("THRESHOLD", None, float),
+        "POSITIVE_CLASS": os.environ.get("POSITIVE_CLASS") or None,
+        # POST /predict-batch (predict_batch.py): larger bodies than /predict's.
+        "PREDICT_BATCH_MAX_BYTES": number_from_environment(
+            "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
+        ),
+        "PREDICT_BATCH_MAX_OBSERVATIONS": number_from_environment(
+            "PREDICT_BATCH_MAX_OBSERVATIONS", 1000, int
+        ),
+    }
+
+
+def number_from_environment(name, default, convert):
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return convert(text)
+    except ValueError:
+        raise StartupError(f"The environment variable {name}={text!r} must be a number.") from None
+
+

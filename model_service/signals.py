@@ -1,0 +1,13 @@
+"""What happens in the service that other modules may listen to, without being known.
+
+monitoring counts them: the request's steps send them and never import monitoring.
+"""
+
+from blinker import Namespace
+
+signals = Namespace()
+predictions_answered = signals.signal("predictions-answered")  # outcomes=[output or ApiError]
+batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
+database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
+# [predict] invalid = "as_missing": the values treated as missing in the answered requests.
+values_replaced = signals.signal("values-replaced")  # replaced=[{field: why}, ...]
