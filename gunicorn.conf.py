@@ -41,10 +41,10 @@ keepalive = int(os.environ.get("KEEPALIVE", "5"))
 preload_app = True
 
 
-# Prometheus metrics (model_service/monitoring/metrics.py, GET /metrics): each worker writes its counts to files
-# in this folder, and /metrics adds up the files of all the workers. prometheus_client reads
-# the variable when the app is imported, so it is set here, before that: a new temporary
-# folder for each server, unless you choose one.
+# Prometheus metrics (model_service/monitoring/metrics.py, GET /metrics): each worker writes
+# its counts to files in this folder, and /metrics adds up the files of all the workers.
+# prometheus_client reads the variable when the app is imported, so it is set here, before
+# that: a new temporary folder for each server, unless you choose one.
 def remove_metrics_folder(folder, master_pid):
     # Workers inherit this exit handler: only the master, which made the folder, removes it.
     if os.getpid() == master_pid:

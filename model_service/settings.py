@@ -44,5 +44,3 @@ def number_from_environment(name, default, convert):
         return convert(text)
     except ValueError:
         raise StartupError(f"The environment variable {name}={text!r} must be a number.") from None
-
-

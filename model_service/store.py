@@ -102,8 +102,6 @@ def same_observation(stored_body, values, model):
     return json.dumps(stored_values) == json.dumps(values)
 
 
-
-
 def score_and_store(requests, model, store):
     """Score requests together and store them in one transaction (group commit).
 

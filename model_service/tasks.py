@@ -308,6 +308,7 @@ def count_outputs(estimator):
         return 1 if np.ndim(coef) == 1 else int(np.shape(coef)[0])
     return None
 
+
 # peewee's IntegerField is PostgreSQL's INTEGER: 32 bits.
 TRUE_CLASS_RANGE = range(-(2**31), 2**31)
 
