@@ -30,6 +30,7 @@ from sklearn.base import is_classifier, is_regressor
 from model_service.values import parse_number
 
 TARGETS_FILE = "targets.json"
+MODEL_TARGETS = "api.toml [model] targets"
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -59,7 +60,9 @@ def read_task(pipeline, model_dir, threshold=None, positive_class=None, targets=
         raise TaskError(f"pipeline.pickle predicts the classes {classes}; it needs at least two.")
     if is_regressor(pipeline):
         refuse_binary_settings(threshold, positive_class, "regressors")
-        names = targets if targets is not None else read_targets(Path(model_dir))
+        if targets is not None:  # api.toml's names win over targets.json's
+            return Regressor(*check_targets(targets, count_outputs(pipeline), MODEL_TARGETS))
+        names = read_targets(Path(model_dir))
         return Regressor(*check_targets(names, count_outputs(pipeline)))
     raise TaskError(
         f"pipeline.pickle is a {type(final_step(pipeline)).__name__}, which is neither a "
@@ -260,11 +263,12 @@ def read_targets(model_dir):
     return names
 
 
-def check_targets(names, outputs):
+def check_targets(names, outputs, source=TARGETS_FILE):
     """(target names or None, numbers per row), checked against the model.
 
     `outputs` is how many numbers the model predicts per row, or None when that cannot be
-    told before predicting (then each prediction checks it).
+    told before predicting (then each prediction checks it). `source` is where the names
+    came from, as an error names it: targets.json, or api.toml's [model] targets.
     """
     if names is not None and not (
         isinstance(names, list)
@@ -272,7 +276,7 @@ def check_targets(names, outputs):
         and all(isinstance(n, str) and n for n in names)
         and len(set(names)) == len(names)
     ):
-        raise TaskError(f"{TARGETS_FILE} must be a JSON list of distinct, non-empty names.")
+        raise TaskError(f"{source} must be a list of distinct, non-empty names.")
     if outputs is None:
         outputs = 1 if names is None else len(names)
     if names is None and outputs > 1:
@@ -282,7 +286,7 @@ def check_targets(names, outputs):
         )
     if names is not None and len(names) != outputs:
         raise TaskError(
-            f"{TARGETS_FILE} names {len(names)} targets ({', '.join(names)}) but "
+            f"{source} names {len(names)} targets ({', '.join(names)}) but "
             f"pipeline.pickle predicts {outputs} numbers per row: make them agree."
         )
     return names, outputs

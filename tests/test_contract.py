@@ -270,7 +270,7 @@ def test_a_composite_key_is_one_identity(tmp_path, database_url):
     body = {"athlete": "a-1", "Chins": 5, "Situps": 162, "Jumps": 60}
     first = client.post("/forecast_measures", json=body)
     assert first.status_code == 200
-    shown = {"weight": 177.19539864686385, "waist": 35.23731315580857}  # README, section 15
+    shown = {"weight": 177.19539864686385, "waist": 35.23731315580857}  # docs/your-brief.md
     assert same_answer(first.json, shown)
     assert client.post("/forecast_measures/", json=dict(body, Jumps=60.0)).json == first.json
     # Another athlete with the same Jumps, and the same athlete with other Jumps: new keys.
@@ -393,10 +393,10 @@ def test_the_settings_win_over_the_brief(tmp_path, database_url):
     assert joblib.load(folder / "pipeline.pickle").classes_.tolist() == [False, True]
 
 
-def test_the_readme_shows_the_contracts_served_here():
-    readme = (ROOT / "README.md").read_text()
-    assert ATHLETES_TOML.strip() in readme
-    assert (EXAMPLES / "stop_and_search" / "api.toml").read_text().strip() in readme
+def test_the_docs_show_the_contracts_served_here():
+    page = (ROOT / "docs" / "your-brief.md").read_text()
+    assert ATHLETES_TOML.strip() in page
+    assert (EXAMPLES / "stop_and_search" / "api.toml").read_text().strip() in page
 
 
 def test_an_update_of_a_row_another_task_answered_quotes_a_null_prediction(tmp_path):

@@ -316,16 +316,16 @@ def test_the_tutorial_model_takes_a_missing_value_in_every_column(tmp_path):
     assert scoring.check_missing_values(model, None) is None
 
 
-def test_the_readme_shows_what_the_service_answers(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    assert AS_MISSING.strip() in readme
+def test_the_docs_show_what_the_service_answers(tmp_path):
+    page = (ROOT / "docs" / "your-brief.md").read_text()
+    assert AS_MISSING.strip() in page
     model = artifacts.load_model(folder_with(tmp_path, "titanic", AS_MISSING))
     values, replaced = parsing.read_observation({**EXAMPLE, "Age": "twenty"}, model)
-    shown = 0.760841113515182  # README, section 15
+    shown = 0.760841113515182  # docs/your-brief.md
     assert same_probability(scoring.predict_outputs([values], model)[0]["probability"], shown)
-    assert f'{{"proba": {shown}}}' in readme
-    assert f"`{json.dumps(replaced)}`" in readme
-    assert f"`X-Treated-As-Missing: {web.header_list(replaced)}`" in readme
+    assert f'{{"proba": {shown}}}' in page
+    assert f"`{json.dumps(replaced)}`" in page
+    assert f"`X-Treated-As-Missing: {web.header_list(replaced)}`" in page
 
 
 def test_the_smoke_check_expects_an_answer_under_as_missing(tmp_path):

@@ -527,16 +527,16 @@ def test_metrics_add_up_every_worker_and_survive_a_dead_one(start_server, tmp_pa
     assert sample(samples, "http_request_duration_seconds_count", **route) == 126
     assert "Traceback" not in server.output()
 
-    # The series the README shows are all there, with the same labels.
-    text = readme_metrics_excerpt()
+    # The series docs/monitoring.md shows are all there, with the same labels.
+    text = docs_metrics_excerpt()
     served = {(name, frozenset(label for label, _ in labels)) for name, labels in samples}
     for family in text_string_to_metric_families(text):
         for shown in family.samples:
             assert (shown.name, frozenset(shown.labels)) in served, shown
 
 
-def readme_metrics_excerpt():
-    section = (ROOT / "README.md").read_text().split("\n## 13. Monitoring the model")[1]
+def docs_metrics_excerpt():
+    section = (ROOT / "docs" / "monitoring.md").read_text().split("\n## GET /metrics")[1]
     return re.search(r"```text\n(.*?)```", section, re.S).group(1)
 
 

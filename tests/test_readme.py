@@ -1,7 +1,8 @@
-"""README.md is a tutorial whose every example is run: these tests keep it honest.
+"""The README (the tutorial) and docs/ (the reference) are pages whose every example is run:
+these tests keep them honest.
 
-How the README's examples are written, so that they can be parsed (keep to it when you
-edit the README):
+How the pages' examples are written, so that they can be parsed (keep to it when you edit a
+page; docs/testing.md says the same to its readers):
 
 * An **example** is a ```bash block that holds one `curl` command to http://localhost:5000,
   followed at once by a ```json block: the response body it prints. The bash block starts
@@ -12,12 +13,16 @@ edit the README):
 * A **server block** is a ```bash block with a line `make run` (optionally preceded by
   assignments, as in `ADMIN_TOKEN=change-me make run`) or `python tutorial/<step>.py`. The
   examples after it are sent to that server, as a reader would: `make run` examples run here
-  against a live gunicorn (tests/live_server.py) on one fresh SQLite database, in README
-  order; tutorial examples run in tests/test_tutorial.py. The README speaks of the
-  tutorial's model: `make run` serves examples/titanic here (unless the block sets
-  MODEL_DIR), whatever model sits at the repository root.
+  against a live gunicorn (tests/live_server.py), page by page, each page on a fresh SQLite
+  database in its own order; tutorial examples run in tests/test_tutorial.py. A server block
+  with a line `rm -f predictions.db` starts its server on a fresh database; the first example
+  of each page of docs/ must follow one, so that every page runs on its own (the README's run
+  on a new clone's). Another server block keeps the database, and starts a new server only
+  when its assignments differ. The pages speak of the tutorial's model: `make run` serves
+  examples/titanic here (unless the block sets MODEL_DIR), whatever model sits at the
+  repository root.
 * The response matches when it has the same status, the same keys and the same values;
-  fractions may differ in the last digits (a relative 1e-9: the README's figures were
+  fractions may differ in the last digits (a relative 1e-9: the pages' figures were
   computed on another machine, see conftest.same_probability). The JSON shown may be
   pretty-printed.
 * Each example is run with curl through bash when both exist (the command exactly as
@@ -25,8 +30,8 @@ edit the README):
   and sent with urllib.
 * Every ```python block names, on its first line, the file it shows: `# tutorial/<file>.py`
   (the block is the whole file, byte for byte: tests/test_tutorial.py) or
-  `# app.py (excerpt)` or `# serving.py (excerpt)` (the rest of the block is a verbatim
-  part of that file).
+  `# <file> (excerpt)`, as in `# app.py (excerpt)` (the rest of the block is a verbatim part
+  of that file of the repository).
 """
 
 import json
@@ -41,6 +46,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import joblib
 import pytest
@@ -50,11 +56,18 @@ from repository_files import folder_files, git_files, repository_files
 from model_service import artifacts
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
 LOCAL_URL = "http://localhost:5000"
+FRESH_DATABASE = "rm -f predictions.db"
+
+
+def name_of(page):
+    return str(page.relative_to(ROOT))
 
 
 # ---------------------------------------------------------------------------------------
-# Reading the README
+# Reading a page
 # ---------------------------------------------------------------------------------------
 
 
@@ -73,10 +86,13 @@ class Example:
     varies: list
     expected: object
     line: int
+    page: str = "README.md"
+    server_line: int = 0  # the line of the server block it is sent to
+    fresh: bool = False  # that server block starts on a fresh database
 
 
 @dataclass
-class Readme:
+class Page:
     blocks: list
     examples: list = field(default_factory=list)
 
@@ -115,26 +131,29 @@ def server_in(block):
     return None
 
 
-def parse_readme(text=None):
-    readme = Readme(read_blocks(README.read_text() if text is None else text))
-    server = None
-    for index, block in enumerate(readme.blocks):
+def parse_page(page=README, text=None):
+    """The blocks and examples of a page (README.md or docs/<name>.md), or of `text`."""
+    where_page = name_of(page)
+    parsed = Page(read_blocks(page.read_text() if text is None else text))
+    server = server_block = None
+    for index, block in enumerate(parsed.blocks):
         if block.language != "bash":
             continue
-        server = server_in(block) or server
+        if server_in(block):
+            server, server_block = server_in(block), block
         if "curl" not in block.text or LOCAL_URL not in block.text:
             continue
         comments = [line for line in block.text.splitlines() if line.startswith("#")]
         commands = [line for line in block.text.splitlines() if line and line[0] != "#"]
         status = [c.split(":", 1)[1] for c in comments if c.startswith("# status:")]
         varies = [c.split(":", 1)[1] for c in comments if c.startswith("# varies:")]
-        where = f"README.md line {block.line}"
+        where = f"{where_page} line {block.line}"
         assert len(commands) == 1, f"{where}: an example holds exactly one command"
         assert len(status) == 1, f"{where}: an example needs a '# status: <code>' line"
         assert server, f"{where}: no server block (make run ...) before this example"
-        response = readme.blocks[index + 1] if index + 1 < len(readme.blocks) else None
+        response = parsed.blocks[index + 1] if index + 1 < len(parsed.blocks) else None
         assert response and response.language == "json", f"{where}: no ```json block after it"
-        readme.examples.append(
+        parsed.examples.append(
             Example(
                 server=server,
                 command=commands[0],
@@ -142,9 +161,20 @@ def parse_readme(text=None):
                 varies=[key.strip() for key in ",".join(varies).split(",") if key.strip()],
                 expected=json.loads(response.text),
                 line=block.line,
+                page=where_page,
+                server_line=server_block.line,
+                fresh=FRESH_DATABASE in server_block.text.splitlines(),
             )
         )
-    return readme
+    return parsed
+
+
+def parse_readme(text=None):
+    return parse_page(README, text)
+
+
+def all_examples():
+    return [example for page in PAGES for example in parse_page(page).examples]
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,8 +278,8 @@ def pop_path(value, parts, where):
 
 
 def mismatch(example, status, body):
-    """A description of how the real answer differs from the README's, or None."""
-    where = f"README.md line {example.line}: {example.command}"
+    """A description of how the real answer differs from the page's, or None."""
+    where = f"{example.page} line {example.line}: {example.command}"
     try:
         actual = json.loads(body)
     except ValueError:
@@ -257,10 +287,10 @@ def mismatch(example, status, body):
     expected = json.loads(json.dumps(example.expected))  # a copy
     for key in example.varies:
         pop_path(actual, key.split("."), f"{where} (answer)")
-        pop_path(expected, key.split("."), f"{where} (README)")
+        pop_path(expected, key.split("."), f"{where} ({example.page})")
     if status != example.status or not same_json(actual, expected):
         shown = json.dumps(example.expected, indent=2)
-        return f"{where}\n  README: {example.status} {shown}\n  real:   {status} {body}"
+        return f"{where}\n  shown: {example.status} {shown}\n  real:  {status} {body}"
     return None
 
 
@@ -274,20 +304,33 @@ def check_examples(examples, base_url):
 # ---------------------------------------------------------------------------------------
 
 
-def test_the_readme_has_examples_for_every_part():
-    readme = parse_readme()
-    commands = " ".join(e.command for e in readme.examples if e.server[0] == "app")
-    for path in ["/predict", "/update", "/health", "/list-db-contents"]:
-        assert f"{LOCAL_URL}{path}" in commands
-    statuses = {e.status for e in readme.examples}
+def test_the_pages_have_examples_for_every_part():
+    examples = all_examples()
+    paths = {urlsplit(parse_curl(e.command)[1]).path for e in examples if e.server[0] == "app"}
+    routes = {"/predict", "/predict-batch", "/update", "/health", "/list-db-contents", "/stats"}
+    assert routes | {"/metrics"} <= paths
+    statuses = {e.status for e in examples}
     assert {200, 400, 404, 405, 409, 413, 422} <= statuses
-    steps = {e.server[1] for e in readme.examples if e.server[0] == "tutorial"}
+    steps = {e.server[1] for e in parse_readme().examples if e.server[0] == "tutorial"}
     assert steps == {str(p.relative_to(ROOT)) for p in (ROOT / "tutorial").glob("step*.py")}
+    assert not [e for e in examples if e.server[0] == "tutorial" and e.page != "README.md"]
+
+
+def test_every_page_of_docs_starts_its_examples_on_a_fresh_database():
+    """So that a reader (and a test) can run any page on its own, in any order."""
+    for page in PAGES[1:]:
+        examples = [e for e in parse_page(page).examples if e.server[0] == "app"]
+        if examples:
+            first = examples[0]
+            assert first.fresh, (
+                f"{first.page} line {first.server_line}: the server block of the page's first "
+                f"example needs a line `{FRESH_DATABASE}`"
+            )
 
 
 def test_every_example_can_be_sent_without_curl_too():
     """The urllib fallback understands every command (it is what runs without curl)."""
-    for example in parse_readme().examples:
+    for example in all_examples():
         method, url, _, body, _ = parse_curl(example.command)
         assert url.startswith(LOCAL_URL) and method in ("GET", "POST"), example.command
         if body not in (None, "@-") and example.status != 400:
@@ -304,7 +347,19 @@ def test_the_parser_rejects_an_example_without_its_response():
         parse_readme(text.replace("# status: 200\n", "") + "\n```json\n{}\n```\n")
 
 
-def test_answers_may_differ_from_the_readme_in_the_last_digits_only():
+def test_the_parser_tells_which_server_block_starts_on_a_fresh_database():
+    example = "```bash\n# status: 200\ncurl -s " + LOCAL_URL + "/health\n```\n\n```json\n{}\n```\n"
+    text = (
+        f"```bash\n{FRESH_DATABASE}\nmake run\n```\n\n{example}\n"
+        f"```bash\nTHRESHOLD=0.8 make run\n```\n\n{example}"
+    )
+    first, second = parse_readme(text).examples
+    assert (first.fresh, first.server) == (True, ("app", {}))
+    assert (second.fresh, second.server) == (False, ("app", {"THRESHOLD": "0.8"}))
+    assert first.server_line != second.server_line
+
+
+def test_answers_may_differ_from_the_page_in_the_last_digits_only():
     shown = {"proba": 0.7674474288814152, "ids": [1, 2], "ok": True}
     elsewhere = 0.7674474288814152 * (1 + 1e-11)  # another processor's rounding
     assert same_json({"proba": elsewhere, "ids": [1, 2], "ok": True}, shown)
@@ -319,25 +374,42 @@ def test_answers_may_differ_from_the_readme_in_the_last_digits_only():
         assert not same_json(wrong, shown), wrong
 
 
-@pytest.mark.slow
-def test_every_curl_example_answers_what_the_readme_shows(tmp_path):
-    """All `make run` examples, in README order, on one fresh SQLite database."""
-    database_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    examples = [e for e in parse_readme().examples if e.server[0] == "app"]
-    failures, server, environment = [], None, None
+def run_examples_on_live_servers(examples, folder):
+    """A page's examples, in order, as a reader runs them: a new server where a server block
+    sets other settings or starts a fresh database (a new SQLite file), else the running one."""
+    failures, server, block, environment, databases = [], None, None, None, 0
     try:
         for example in examples:
-            if server is None or example.server[1] != environment:
+            new_block = example.server_line != block
+            if new_block and (example.fresh or example.server[1] != environment):
                 if server is not None:
                     server.stop()
+                if server is None or example.fresh:
+                    databases += 1
+                    database_url = f"sqlite:///{folder / f'predictions-{databases}.db'}"
                 environment = example.server[1]
                 env = {key: value for key, value in environment.items() if key != "PORT"}
-                env = {"MODEL_DIR": str(TITANIC), **env}  # the README's model, not the root's
+                env = {"MODEL_DIR": str(TITANIC), **env}  # the pages' model, not the root's
                 server = LiveServer(database_url, workers=2, env=env).wait_until_ready()
+            block = example.server_line
             failures += check_examples([example], server.url)
     finally:
         if server is not None:
             server.stop()
+    return failures
+
+
+PAGES_WITH_EXAMPLES = [
+    name_of(page) for page in PAGES if any(e.server[0] == "app" for e in parse_page(page).examples)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES)
+def test_every_curl_example_answers_what_the_page_shows(page, tmp_path):
+    """A page's `make run` examples, in its order, on its own fresh SQLite database."""
+    examples = [e for e in parse_page(ROOT / page).examples if e.server[0] == "app"]
+    failures = run_examples_on_live_servers(examples, tmp_path)
     assert not failures, "\n\n".join(failures)
 
 
@@ -346,10 +418,11 @@ def test_every_curl_example_answers_what_the_readme_shows(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-def section(title_start):
-    """The text of the README section whose '## ' title starts with title_start."""
-    text = README.read_text()
-    start = text.index(f"\n## {title_start}")
+def section(page, title_start):
+    """The text of the page's section whose '## ' title (after its number, if it has one)
+    starts with title_start."""
+    text = page.read_text()
+    start = re.search(rf"^## (\d+\. )?{re.escape(title_start)}", text, re.M).start()
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else len(text)]
 
@@ -374,8 +447,9 @@ def environment_variables_read_by_the_code():
 
 
 def configuration_table():
-    """{variable: default} from the table of the Configuration section."""
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section("8. Configuration"), re.MULTILINE)
+    """{variable: default} from the table of docs/configuration.md."""
+    text = (DOCS / "configuration.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", text, re.MULTILINE)
     return dict(rows)
 
 
@@ -383,7 +457,7 @@ def test_every_environment_variable_the_code_reads_is_in_the_configuration_table
     read = environment_variables_read_by_the_code()
     assert {"DATABASE_URL", "PORT", "MAX_REQUEST_BYTES"} <= read  # the scan itself works
     missing = read - set(configuration_table())
-    assert not missing, f"add these to the README's configuration table: {sorted(missing)}"
+    assert not missing, f"add these to the table of docs/configuration.md: {sorted(missing)}"
 
 
 def test_the_configuration_table_agrees_with_env_example():
@@ -399,7 +473,7 @@ def test_the_configuration_table_agrees_with_env_example():
 
 
 def test_the_api_reference_names_every_route():
-    reference = section("7. API reference")
+    reference = section(DOCS / "api.md", "The routes")
     for rule in service.app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -408,10 +482,11 @@ def test_the_api_reference_names_every_route():
             assert f"`{method} {path}`" in reference, f"{method} {path}"
 
 
-def test_every_make_command_in_the_readme_exists():
+def test_every_make_command_of_the_pages_exists():
     targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
-    used = set(re.findall(r"\bmake ([a-z][a-z-]*)", README.read_text()))
-    assert used and used <= targets, f"not in the Makefile: {sorted(used - targets)}"
+    for page in PAGES:
+        used = set(re.findall(r"\bmake ([a-z][a-z-]*)", page.read_text()))
+        assert used <= targets, f"{name_of(page)}: not in the Makefile: {sorted(used - targets)}"
 
 
 TREE_LINE = re.compile(r"^((?:│   |    |├── |└── )*)(\S+)(.*)$")
@@ -514,34 +589,88 @@ def test_the_troubleshooting_messages_are_the_ones_the_service_prints(tmp_path, 
     module = startup_message(lambda: artifacts.load_pipeline(tmp_path / "gone" / "pipeline.pickle"))
 
     shown = [
-        b.text for b in read_blocks(section("10. Troubleshooting")) if b.text.startswith("Cannot")
+        b.text
+        for b in read_blocks(section(README, "Troubleshooting"))
+        if b.text.startswith("Cannot")
     ]
     assert len(shown) == 2
     assert message_pattern(shown[0]).match(version), f"README: {shown[0]}real:   {version}"
     assert message_pattern(shown[1]).match(module), f"README: {shown[1]}real:   {module}"
 
 
-def test_the_pinned_versions_the_readme_names_are_the_pinned_ones():
+def test_the_pinned_versions_the_pages_name_are_the_pinned_ones():
     pinned = dict(
         line.split("==")
         for line in (ROOT / "requirements_prod.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
-    for name, version in re.findall(r"`([\w-]+)==([\w.]+)`", README.read_text()):
-        assert pinned.get(name) == version, f"README says {name}=={version}"
+    for page in PAGES:
+        for name, version in re.findall(r"`([\w-]+)==([\w.]+)`", page.read_text()):
+            assert pinned.get(name) == version, f"{name_of(page)} says {name}=={version}"
 
 
-def test_every_link_inside_the_readme_has_its_heading():
-    text = README.read_text()
-    # GitHub's anchors: lower case, punctuation dropped, spaces as hyphens.
-    anchors = {
-        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
-        for title in re.findall(r"^#+ (.+)$", text, re.M)
+def test_the_briefs_shown_in_part_are_parts_of_the_example_brief():
+    """The README's short brief and the rules of docs/monitoring.md quote its api.toml."""
+    brief = (ROOT / "examples" / "stop_and_search" / "api.toml").read_text()
+    for page in (README, DOCS / "monitoring.md"):
+        shown = [b.text for b in read_blocks(page.read_text()) if b.language == "toml"]
+        assert shown and all(text in brief for text in shown), name_of(page)
+
+
+# ---------------------------------------------------------------------------------------
+# Links between the pages, and to the repository's files
+# ---------------------------------------------------------------------------------------
+
+LINK = re.compile(r"\]\((?!https?://)([^)\s]+)\)")
+
+
+def without_code(text):
+    """The page without its fenced blocks, whose lines are not Markdown."""
+    return re.sub(r"^(\s*)```\w*\s*\n.*?^\1```\s*$", "", text, flags=re.M | re.S)
+
+
+def anchors_of(page):
+    """GitHub's anchors of the page's headings: lower case, punctuation dropped, spaces as
+    hyphens, and -1, -2... after a repeated one."""
+    anchors, seen = set(), {}
+    for title in re.findall(r"^#{1,6} (.+?)\s*$", without_code(page.read_text()), re.M):
+        anchor = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{seen[anchor]}" if anchor in seen else anchor)
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return anchors
+
+
+def test_github_anchors_are_made_as_github_makes_them(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Your brief: the HTTP contract in api.toml\n\n## `make test` keeps it honest\n"
+        '## Always answer: `invalid = "as_missing"`\n## GET /stats\n## GET /stats\n'
+        "```bash\n# status: 200\n```\n"
+    )
+    assert anchors_of(page) == {
+        "your-brief-the-http-contract-in-apitoml",
+        "make-test-keeps-it-honest",
+        "always-answer-invalid--as_missing",
+        "get-stats",
+        "get-stats-1",
     }
-    links = set(re.findall(r"\]\(#([^)]+)\)", text))
-    assert links and links <= anchors, sorted(links - anchors)
 
 
-def test_every_file_the_readme_links_to_exists():
-    links = re.findall(r"\]\((?!#|https?://)([^)]+)\)", README.read_text())
-    assert links and all((ROOT / link).exists() for link in links), links
+def test_every_link_of_the_pages_leads_to_a_file_and_a_heading_that_exist():
+    links, broken = 0, []
+    for page in PAGES:
+        for link in LINK.findall(without_code(page.read_text())):
+            links += 1
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if ROOT not in (target, *target.parents) or not target.exists():
+                broken.append(f"{name_of(page)}: ({link}): no such file in the repository")
+            elif anchor and target.suffix == ".md" and anchor not in anchors_of(target):
+                broken.append(f"{name_of(page)}: ({link}): {target.name} has no such heading")
+    assert links > 50 and not broken, "\n".join(broken)
+
+
+def test_the_readme_links_to_every_page_of_docs():
+    linked = {(ROOT / path).resolve() for path in LINK.findall(README.read_text())}
+    for page in PAGES[1:]:
+        assert page.resolve() in linked, f"the README does not link to {name_of(page)}"

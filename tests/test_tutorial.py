@@ -1,13 +1,15 @@
 """The tutorial of the README (section 3): its Python blocks are the files of tutorial/,
 byte for byte, and each step, started as the README says, answers what the README shows.
+Every other Python block of the README and docs/ is a verbatim excerpt of the file it names.
 
 Step 3 serves the artifacts beside tutorial/, one folder up: the steps run in a copy that
 holds the tutorial's model (examples/titanic), whatever model sits at the repository root.
 
-The conventions of the README's blocks are described in tests/test_readme.py.
+The conventions of the pages' blocks are described in tests/test_readme.py.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,13 +20,22 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TITANIC, free_port
-from test_readme import README, check_examples, parse_readme, read_blocks
+from test_readme import PAGES, check_examples, name_of, parse_readme, read_blocks
 
 STEPS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tutorial").glob("step*.py"))
 
 
+EXCERPT = re.compile(r"^# (\S+) \(excerpt\)$")
+
+
 def python_blocks():
-    return [b for b in read_blocks(README.read_text()) if b.language == "python"]
+    """(page, block) for every ```python block of the README and docs/."""
+    return [
+        (page, block)
+        for page in PAGES
+        for block in read_blocks(page.read_text())
+        if block.language == "python"
+    ]
 
 
 def test_there_are_three_steps():
@@ -37,12 +48,14 @@ def test_there_are_three_steps():
 
 def test_every_python_block_is_the_file_it_names():
     shown = []
-    for block in python_blocks():
+    for page, block in python_blocks():
         first_line, _, rest = block.text.partition("\n")
-        where = f"README.md line {block.line}"
-        if first_line in ("# app.py (excerpt)", "# serving.py (excerpt)"):
-            module = first_line.split()[1]
-            assert rest in (ROOT / module).read_text(), f"{where}: not a part of {module}"
+        where = f"{name_of(page)} line {block.line}"
+        excerpt = EXCERPT.match(first_line)
+        if excerpt:
+            path = ROOT / excerpt.group(1)
+            assert path.is_file(), f"{where}: there is no file {excerpt.group(1)}"
+            assert rest in path.read_text(), f"{where}: not a part of {excerpt.group(1)}"
             continue
         name = first_line.removeprefix("# ")
         assert name in STEPS, f"{where}: a Python block must start with '# tutorial/<file>.py'"
