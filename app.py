@@ -77,7 +77,7 @@ class Prediction(Model):
     observation_id = BigIntegerField(unique=True, null=True)  # the tutorial's: an integer id
     observation = TextField()  # the tutorial's: the request body, exactly as received
     model_version = TextField(null=True)  # which model answered (a hash of pipeline.pickle)
-    prediction = TextField(null=True)  # JSON: what the model produced (tasks.py)
+    prediction = TextField(null=True)  # JSON: what the model produced (model_service/tasks.py)
     # The tutorial's proba: P(positive class) of a binary classifier, in double precision
     # (PostgreSQL's FloatField would round it), with the rule of its decision.
     proba = DoubleField(null=True)

@@ -27,8 +27,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
 # gevent workers: each connection is a greenlet, not a thread, so a worker holds
 # thousands of connections at once. Requests in flight together are scored in one
-# predict_proba call and stored in one transaction (batching.py), and a client that sends
-# its request slowly costs a little memory instead of a whole worker.
+# predict_proba call and stored in one transaction (model_service/batching.py), and a client
+# that sends its request slowly costs a little memory instead of a whole worker.
 worker_class = "gevent"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 

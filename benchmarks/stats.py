@@ -11,9 +11,9 @@ of them labelled with the true outcome, spread over 30 days), starts the service
 `make run` does (gunicorn, 2 workers), and measures:
 
 * the time of `/stats` over the whole table, and over the last 7 days (`?since=`);
-* the time of `/stats?by=Sex,Pclass` (groups.py: two grouping columns, a category and a
-  number cut into the profile's bins, and the rules of an api.toml [stats] table written
-  for the run) over the whole table;
+* the time of `/stats?by=Sex,Pclass` (model_service/monitoring/groups.py: two grouping
+  columns, a category and a number cut into the profile's bins, and the rules of an
+  api.toml [stats] table written for the run) over the whole table;
 * the memory it takes: the peak resident memory of the workers during those calls (the
   kernel's high-water mark, reset before), above what they held before;
 * /predict latency alone, then while a client asks /stats again and again, then while it

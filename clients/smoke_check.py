@@ -321,7 +321,7 @@ def same_class(value, label):
 
 
 def outputs_of(model):
-    """The names of what the model's prediction holds (tasks.py: outputs)."""
+    """The names of what the model's prediction holds (model_service/tasks.py: outputs)."""
     task, targets = task_of(model), targets_of(model)
     if task == "binary":
         return ["probability", "decision", "label"]
@@ -601,7 +601,8 @@ def check_refusals(client, check, observation, brief):
         check.fails(
             NOT_JSON,
             answer.describe(),
-            'read_json_body() in app.py must turn invalid JSON into 400 {"error": ...}',
+            "read_json_body() in model_service/parsing.py must turn invalid JSON into 400 "
+            '{"error": ...}',
         )
 
     bad = wrongly_typed_copy(observation, keep=brief.id_columns())
@@ -619,7 +620,8 @@ def check_refusals(client, check, observation, brief):
         check.fails(
             INVALID,
             answer.describe(),
-            "validate_observation() in app.py must refuse a value of the wrong type with 422",
+            "validate_observation() in model_service/parsing.py must refuse a value of the "
+            "wrong type with 422",
         )
 
 
@@ -631,7 +633,8 @@ def check_treated_as_missing(check, answer):
         check.fails(
             TREATED,
             answer.describe(),
-            'api.toml [predict] invalid = "as_missing": serving.read_observation must score a '
+            'api.toml [predict] invalid = "as_missing": read_observation in '
+            "model_service/parsing.py must score a "
             "wrongly typed value as missing and the answer name it in X-Treated-As-Missing",
         )
 

@@ -310,8 +310,8 @@ def build_pipeline():
 def held_out_scores(model, X, y):
     """The figures of the brief's decisions: authorise when the likelihood is >= THRESHOLD.
 
-    >= as the service decides (tasks.py); with probabilities, "above" is the same thing.
-    Precision is the share of the authorised searches that succeeded.
+    >= as the service decides (model_service/tasks.py); with probabilities, "above" is the
+    same thing. Precision is the share of the authorised searches that succeeded.
     """
     probability = model.predict_proba(X)[:, 1]
     authorised = probability >= THRESHOLD

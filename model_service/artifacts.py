@@ -105,7 +105,7 @@ def load_model(model_dir, threshold=None, positive_class=None):
 
 def check_missing_values_are_scored(model, model_dir):
     """api.toml [predict] invalid = "as_missing": a StartupError naming a column whose
-    missing value the pipeline cannot score (serving.check_missing_values)."""
+    missing value the pipeline cannot score (scoring.check_missing_values)."""
     profile, note = load_profile(model_dir, model)
     if profile is None:
         log.info(

@@ -6,11 +6,11 @@
     contract.observation_of(payload)            # the fields the model reads
     contract.predict_answer(output, payload)    # {"proba": 0.76}, or the brief's keys
 
-The core (app.py) scores and stores requests; this module turns a brief's JSON into what
-the core needs, and the core's outputs (tasks.py) back into the brief's JSON. api.toml,
-beside the model's artifacts, names the routes, the id (one field or several), where the
-features are, and what each answer holds; every key it leaves out keeps the tutorial's
-contract. What each key does is in the README, section "Your brief".
+The core (app.py, with parsing, scoring and store) scores and stores requests; this module
+turns a brief's JSON into what the core needs, and the core's outputs (tasks.py) back into
+the brief's JSON. api.toml, beside the model's artifacts, names the routes, the id (one
+field or several), where the features are, and what each answer holds; every key it leaves
+out keeps the tutorial's contract. What each key does is in docs/your-brief.md.
 
     [predict]
     path = "/should_search/"       # served with and without the final slash
@@ -46,7 +46,7 @@ KEYS = {
     "update": {"path", "true", "answer"},
     "batch": {"path"},
     "model": {"threshold", "positive_class", "targets"},
-    "stats": None,  # checked by monitoring.py: the groups and rules of a brief's quality
+    "stats": None,  # checked by monitoring/rules.py: the groups and rules of a brief's quality
 }
 ID_TYPES = ("integer", "string")
 ANY_ID = "integer or string"  # the kind of an id field when api.toml declares no id_type
@@ -74,7 +74,7 @@ class Contract:
     true_fields: object = None  # a field, or {target: field}; None: the task's truth_field
     update_sources: dict = None  # None: the stored row
     model_settings: dict = None  # threshold, positive_class, targets
-    stats_settings: dict = None  # [stats]: read by monitoring.py
+    stats_settings: dict = None  # [stats]: read by the monitoring package
 
     # --- the request ---------------------------------------------------------------
 

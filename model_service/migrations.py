@@ -188,7 +188,7 @@ def fill_true_classes(model, table):
     """true_class = a classifier's integer or boolean label, where only true_value holds it.
 
     The first release for any task wrote /update's label to true_value alone; /update now
-    writes true_class too (serving.true_class_of: 1/0 for true/false, NULL past 32 bits).
+    writes true_class too (tasks.true_class_of: 1/0 for true/false, NULL past 32 bits).
     A classifier's row says what it is by what it stored (tasks.py): a binary one's
     positive_class, a multiclass one's prediction {"label": ..., "probabilities": {...}}
     (json.dumps' separators). A regressor's row has neither: its numbers, even 3, stay out.

@@ -1,6 +1,6 @@
 """How a JSON value is read: what is missing, an integer, a number; and how to name a type.
 
-Shared by the validation of observations (app.py) and of true values (tasks.py), so that a
+Shared by the validation of observations (parsing.py) and of true values (tasks.py), so that a
 value gets the same answer, and the same words, wherever it is sent.
 """
 

@@ -162,7 +162,7 @@ def read_database(url, dtypes):
         proba=[row[2] for row in stored],
         threshold=[row[3] for row in stored],
         positive_class=[from_json(row[4]) for row in stored],
-        # Rows labelled by releases before any task have only true_class (serving.true_value).
+        # Rows labelled by releases before any task have only true_class (store.true_value).
         true_value=[row[6] if row[5] is None else json.loads(row[5]) for row in stored],
         created_at=[row[7] for row in stored],
     )
@@ -264,7 +264,7 @@ def demo_traffic(root, dtypes, why):
             passengers, predicted, updated = replay_into(served)
             rows = read_database(url, dtypes)
         finally:
-            service.discard_connections()  # the file is deleted next
+            served.extensions["store"].discard_connections()  # the file is deleted next
     if set(predicted) != {200} or set(updated) != {200}:
         raise NothingToRead(
             f"The demo traffic was not stored as sent: the predict route answered {predicted}, "

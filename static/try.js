@@ -1,7 +1,7 @@
 "use strict";
 // "Try the model" (templates/try.html): the form becomes the JSON of the contract's predict
-// route (data-contract, written by pages.py from contract.py), sent with a new random id;
-// the answer, or the service's error next to its field, is shown. The body has the
+// route (data-contract, written by model_service/pages.py from the contract), sent with a
+// new random id; the answer, or the service's error next to its field, is shown. The body has the
 // contract's shape: the features nested in its observation field, or next to the id (a flat
 // body). An id field that is a model column takes the form's value; the others are random,
 // of the id's type. The answer is shown as the model's task gives it (data-task), from what

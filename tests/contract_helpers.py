@@ -218,7 +218,8 @@ def task_outputs(model, targets):
 
 
 def outputs(model, contract, rows):
-    """What the model says of each row, as tasks.py promises it: one dict per row."""
+    """What the model says of each row, as model_service/tasks.py promises it: one dict
+    per row."""
     if model.task == "regression":
         numbers = model.numbers(rows).tolist()
         if model.width == 1:

@@ -46,6 +46,8 @@ def folder_files(root):
             for name in subfolders
             if not (prefix == "" and name == ".git") and not ignored(rules, prefix + name, True)
         ]
+        # .git is a folder in a clone, a file in a git worktree: neither is the repository's.
+        names = [name for name in names if not (prefix == "" and name == ".git")]
         files.update(prefix + name for name in names if not ignored(rules, prefix + name, False))
     return files
 

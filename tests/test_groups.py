@@ -1,4 +1,5 @@
-"""GET /stats?by=: quality per group, the spreads and api.toml's rules (groups.py).
+"""GET /stats?by=: quality per group, the spreads and api.toml's rules
+(model_service/monitoring/groups.py).
 
 The stop-and-search example is served with MODEL_DIR and its traffic.csv replayed through
 its contract (POST /should_search/ with the flat body, then POST /search_result/). What

@@ -118,7 +118,7 @@ def observations():
 
 
 def acceptable(value, kind):
-    """The rule the validator must follow, written independently of app.py."""
+    """The rule the validator must follow, written independently of model_service/parsing.py."""
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     if kind == "integer":
         if isinstance(value, bool):

@@ -225,7 +225,8 @@ def test_stats_equal_what_the_test_computes_from_the_rows_it_sent(admin):
 
 
 def test_the_committed_profile_describes_the_training_data_and_the_shipped_model():
-    """The shares notebook 1 wrote (through drift.py) are those pandas counts here."""
+    """The shares notebook 1 wrote (through model_service/monitoring/drift.py) are
+    those pandas counts here."""
     observations, _ = titanic_passengers()
     model = artifacts.load_model(TITANIC)
     assert PROFILE["written_for"] == {"model_version": model.version, "columns": model.columns}

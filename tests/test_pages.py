@@ -83,7 +83,7 @@ def flats(count, seed):
 
 def write_flat_model(model_dir):
     """Train a tiny pipeline and write pipeline.pickle, columns.json, dtypes.pickle, and
-    the training profile that /stats compares the traffic with (drift.py)."""
+    the training profile that /stats compares the traffic with (monitoring/drift.py)."""
     from model_service.monitoring import drift  # the service's own module, also used by notebook 1
 
     frame = pd.DataFrame(flats(200, seed=1)).astype(

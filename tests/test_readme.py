@@ -431,7 +431,8 @@ ENVIRONMENT_READS = [
     r"os\.environ\.get\(\s*['\"](\w+)['\"]",
     r"os\.environ\[\s*['\"](\w+)['\"]",
     r"os\.getenv\(\s*['\"](\w+)['\"]",
-    r"_from_environment\(\s*['\"](\w+)['\"]",  # app.py's number_from_environment("NAME", ...)
+    # model_service/settings.py's number_from_environment("NAME", ...)
+    r"_from_environment\(\s*['\"](\w+)['\"]",
 ]
 
 

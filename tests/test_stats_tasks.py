@@ -409,7 +409,8 @@ def insert_rows(rows):
 
 
 def legacy_rows(observations, probabilities, truths, first_id, created_at):
-    """Rows as the release before any task stored them, then upgraded (migrations.py)."""
+    """Rows as the release before any task stored them, then upgraded
+    (model_service/migrations.py)."""
     return [
         {
             "observation_id": first_id + i,

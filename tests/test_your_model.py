@@ -70,8 +70,9 @@ def numeric_values(edges, shares, kind):
     if not edges:
         return [DEFAULTS[kind]]
     step = edges[-1] - edges[-2] if len(edges) > 1 else 1.0
-    # The edges are training values (drift.py cuts at values that occur): the first bin's
-    # and every inner bin's upper edge is one; a float column also gets the inner midpoints.
+    # The edges are training values (model_service/monitoring/drift.py cuts at values that
+    # occur): the first bin's and every inner bin's upper edge is one; a float column also
+    # gets the inner midpoints.
     inner = [hi if kind == "integer" else (lo + hi) / 2 for lo, hi in pairwise(edges)]
     inside = [edges[0], *inner, edges[-1] + step]
     kept = [value for value, share in zip(inside, shares, strict=False) if share > 0]
@@ -155,7 +156,8 @@ def is_number(value):
 
 
 def check_output(name, value, task):
-    """One output of the model, as an answer quotes it (tasks.py names the outputs)."""
+    """One output of the model, as an answer quotes it (model_service/tasks.py names
+    the outputs)."""
     if name == "probability":
         assert is_number(value) and 0 <= value <= 1, f"{name}: {value!r}"
     elif name == "decision":
