@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import peewee
 from peewee import fn
 from playhouse.migrate import SchemaMigrator, migrate
+from psycopg2.errorcodes import READ_ONLY_SQL_TRANSACTION
 
 from model_service.tasks import true_class_of
 
@@ -238,4 +239,5 @@ def copy_legacy_keys(model, table):
 def is_read_only(error):
     """SQLite: a file opened without write access; PostgreSQL: a read-only transaction."""
     original = getattr(error, "orig", error)
-    return "readonly database" in str(error) or getattr(original, "pgcode", None) == "25006"
+    pgcode = getattr(original, "pgcode", None)
+    return "readonly database" in str(error) or pgcode == READ_ONLY_SQL_TRANSACTION
