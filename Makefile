@@ -12,7 +12,7 @@ TEST_PROCESSES ?= auto
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test test-template fuzz lint format notebooks examples smoke score bench clean replay bench-stats screenshots
+.PHONY: help run test test-template fuzz lint format notebooks examples smoke score export bench clean replay bench-stats screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ smoke: ## Check a deployed app: make smoke URL=https://my-app.up.railway.app
 
 score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=in.csv OUT=out.csv
 	$(BIN)/python clients/score_csv.py "$(URL)" "$(IN)" "$(OUT)"
+
+export: $(BIN)/.dev-installed ## Download the stored rows, resumably: make export URL=http://... OUT=traffic.csv
+	$(BIN)/python clients/export.py "$(URL)" "$(OUT)"
 
 bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a brief (POSTGRES_URL=... too)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \

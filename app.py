@@ -11,8 +11,8 @@ by their names:
 4. POST /update: attach the true class to a stored prediction, answer the row.
 5. GET /list-db-contents: the stored rows (with ADMIN_TOKEN, a page at a time).
 6. create_app: settings, model, database, routes; then each capability of the engine
-   (model_service/: /health, /stats and /metrics, /predict-batch, the pages / and /monitor,
-   the OpenAPI document), wired in by one call each.
+   (model_service/: /health, /stats and /metrics, /export, /predict-batch, the pages / and
+   /monitor, the OpenAPI document), wired in by one call each.
 
 The steps themselves (parse, score, store) live in the package model_service, which a
 student never needs to edit: its __init__ says which module does what.
@@ -40,7 +40,7 @@ from peewee import (
     TextField,
 )
 
-from model_service import health, monitoring, openapi, pages, predict_batch
+from model_service import export, health, monitoring, openapi, pages, predict_batch
 from model_service.artifacts import load_model
 from model_service.batching import MicroBatcher
 from model_service.contract import ContractError, check_against_routes
@@ -210,6 +210,7 @@ def register_routes(app):
     pages.init_app(app)  # GET / and GET /monitor (templates/, static/)
     openapi.init_app(app)  # GET /openapi.yaml and /openapi.json, from the model and contract
     app.add_url_rule("/list-db-contents", view_func=list_db_contents)
+    export.init_app(app)  # GET /export: the stored rows as one table, streamed (CSV, JSON lines)
     contract = app.config["MODEL"].contract
     taken = {rule.rule.rstrip("/") or "/" for rule in app.url_map.iter_rules()}
     try:

@@ -45,8 +45,9 @@ whole file is written, and a summary line says how many); 2 when the run cannot 
 (no id column, a file that cannot be read or written, a service that cannot be reached
 or refuses the requests), with one sentence that says why.
 
-Needs pandas, requests and tqdm (requirements_dev.txt has them), not the rest of the
-project: `pip install pandas requests tqdm` is enough on another machine.
+Needs pandas, requests and tqdm (requirements_dev.txt has them), and of the rest of the
+project only model_service/answer_columns.py (standard library only): on another machine,
+copy the two files (keeping their folders) and `pip install pandas requests tqdm`.
 """
 
 import argparse
@@ -63,6 +64,13 @@ from pathlib import Path
 import pandas as pd
 import requests
 from tqdm import tqdm
+
+# The answer's columns are named as GET /export names them: by the service's own module
+# (standard library only). Run as a script, the repository root is not on the path.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from model_service.answer_columns import AnswerColumns, answer_columns  # noqa: E402
 
 RETRY_STATUSES = {502, 503, 504}  # a restarting service, or its database down for a while
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is --timeout
@@ -243,96 +251,6 @@ def to_id(text):
 
 
 ID_CONVERTERS = {"integer": to_integer, "string": to_string, "integer or string": to_id}
-
-
-@dataclass
-class AnswerColumns:
-    """The columns the answers fill: one per key of the answer, or per entry of an object."""
-
-    paths: dict  # column -> where its value is in a result: ("probabilities", "class_0")
-    noun: str  # what a row with an answer has, for the summary
-
-    def cells(self, result):
-        """One value per column; None for a row without an answer (a 422)."""
-        answer = answer_of(result)
-        return [cell(dig(answer, path)) for path in self.paths.values()]
-
-    def clear_of(self, names):
-        """These columns, each renamed answer_<name> while OUTPUT.csv has its name already."""
-        paths = {}
-        for column, path in self.paths.items():
-            while column in names or column in paths:
-                column = f"answer_{column}"
-            paths[column] = path
-        return AnswerColumns(paths, self.noun)
-
-
-def answer_of(result):
-    """The answer of a batch result: {"id", "status", "answer"} (a 200, a 409), or beside
-    the status from a service of an earlier release; None for a 422."""
-    if result.get("status") not in (200, 409):
-        return None
-    answer = result.get("answer")
-    return answer if isinstance(answer, dict) else result
-
-
-NOUNS = {
-    "probability": "a probability",
-    "decision": "a decision",
-    "label": "a label",
-    "probabilities": "probabilities",
-}
-
-
-def answer_columns(model, answer):
-    """The columns of the contract's answer ({key: source}), in its order."""
-    paths = {}
-    for key, source in answer.items():
-        entries = source_entries(source, model)
-        if entries is None:
-            paths[key] = (key,)
-        for entry in entries or []:
-            paths["_".join([key, *entry])] = (key, *entry)
-    first = next(iter(answer.values()), "")
-    where, _, name = first.partition(".")
-    noun = "an answer" if where != "prediction" else NOUNS.get(name, "a prediction")
-    return AnswerColumns(paths, noun)
-
-
-def source_entries(source, model):
-    """The entries of an object-valued source, one column each; None for a single value."""
-    where, _, name = source.partition(".")
-    if where != "prediction" or name not in ("", "probabilities"):
-        return None
-    classes = [(json_key(label),) for label in model.get("classes") or []]
-    if name == "probabilities":
-        return classes
-    task, targets = model.get("task") or "binary", model.get("targets") or []
-    if task == "binary":
-        return [("probability",), ("decision",), ("label",)]
-    if task == "multiclass":
-        return [("label",), *(("probabilities", key) for (key,) in classes)]
-    return [("value",), *((t,) for t in targets)] if len(targets) <= 1 else [(t,) for t in targets]
-
-
-def dig(result, path):
-    value = result
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def cell(value):
-    """What a CSV cell holds of a JSON value: numbers as they are, any other value as JSON
-    writes it (true, not True; the label 1 as 1, not 1.0 in a column with gaps)."""
-    if value is None or isinstance(value, str) or type(value) is float:
-        return value
-    return json.dumps(value)
-
-
-def json_key(label):
-    """A class as the service names it in `probabilities`: "yes" stays "yes", 1 -> "1"."""
-    return label if isinstance(label, str) else json.dumps(label)
 
 
 # ---------------------------------------------------------------------------------------

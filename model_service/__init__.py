@@ -9,9 +9,11 @@ environment, `artifacts` loads and checks pipeline.pickle, columns.json and dtyp
 `tasks` reads what the model does (binary, multiclass, regression), `contract` reads the
 brief's api.toml, `database` connects to DATABASE_URL and `migrations` upgrades an older
 table in place. `errors` answers every error as JSON, `signals` tells monitoring what
-happened, `values` reads JSON numbers and `web` holds the routes' small helpers. Each other
-capability is a module wired in by one call in app.py's create_app: `health` (GET /health),
-`monitoring` (GET /stats, /stats?by= and /metrics: quality, drift, groups and rules),
-`predict_batch` (POST /predict-batch), `pages` (GET / and /monitor) and `openapi` (the
-OpenAPI document, made from the model and its contract).
+happened, `values` reads JSON numbers, `web` holds the routes' small helpers and
+`answer_columns` names the answer's columns of a table (clients/score_csv.py imports it).
+Each other capability is a module wired in by one call in app.py's create_app: `health`
+(GET /health), `monitoring` (GET /stats, /stats?by= and /metrics: quality, drift, groups and
+rules), `export` (GET /export: the stored rows as one table, streamed), `predict_batch` (POST
+/predict-batch), `pages` (GET / and /monitor) and `openapi` (the OpenAPI document, made from
+the model and its contract).
 """

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import is_classifier, is_regressor
 
+from model_service.answer_columns import json_key  # a class as a JSON object key
 from model_service.values import parse_number
 
 TARGETS_FILE = "targets.json"
@@ -86,11 +87,6 @@ def plain(value):
 
 def final_step(pipeline):
     return pipeline[-1] if hasattr(pipeline, "steps") else pipeline
-
-
-def json_key(label):
-    """A class as a JSON object key: "yes" stays "yes", 1 becomes "1", True "true"."""
-    return label if isinstance(label, str) else json.dumps(label)
 
 
 def same_kind(value, label):

@@ -35,6 +35,7 @@ from reliability_helpers import (
 from test_smoke_check import BRIEF_OBSERVATIONS, TASK_EXAMPLES, example_server
 
 from clients import score_csv
+from model_service.answer_columns import answer_columns, cell, dig
 
 pytestmark = pytest.mark.slow
 
@@ -354,8 +355,8 @@ def test_a_brief_is_scored_under_its_ids_in_its_shape_with_its_answers_columns(
 def answer_cells_of(answer, health):
     """What OUTPUT.csv holds of an answer, key by key (an object: entry by entry)."""
     answer_keys = health["contract"]["predict"]["answer"]
-    paths = score_csv.answer_columns(health["model"], answer_keys).paths.values()
-    return [as_text(score_csv.cell(score_csv.dig(answer, path))) for path in paths]
+    paths = answer_columns(health["model"], answer_keys).paths.values()
+    return [as_text(cell(dig(answer, path))) for path in paths]
 
 
 def body(contract, row):

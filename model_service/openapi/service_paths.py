@@ -1,5 +1,5 @@
 """The routes every model shares, the same whatever the contract: /health,
-/list-db-contents, /stats and /metrics (the last three for the admin token), this document
+/list-db-contents, /stats, /export and /metrics (the last four for the admin token), this document
 (/openapi.yaml, /openapi.json), and the pages for people (/ and /monitor).
 
 Their schemas are in schemas.py (Health, StoredPrediction: they depend on the model),
@@ -196,6 +196,106 @@ SERVICE_PATHS = {
                         "empty)"
                     ),
                     "content": json_content({"oneOf": [ref("Stats"), ref("StatsGroups")]}),
+                },
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "422": {"$ref": "#/components/responses/Invalid"},
+                "503": {"$ref": "#/components/responses/DatabaseUnavailable"},
+            },
+        }
+    },
+    "/export": {
+        "get": {
+            "operationId": "export",
+            "summary": "The stored rows as one table, streamed: CSV or JSON lines (admin only)",
+            "description": text(
+                """
+                One line per stored row, in the order of their ids: row_id, the id fields (as
+                sent), the features of columns.json (as sent; empty when missing), the prediction
+                columns (named as clients/score_csv.py names them), the true value, model_version,
+                created_at, then the fields the requests carried that the model ignores (those of
+                the first 1,000 rows the filters select). Streamed a page at a time: the server's
+                memory stays flat whatever the number of rows. Answers only with
+                `Authorization: Bearer <ADMIN_TOKEN>`; without it, or when ADMIN_TOKEN is not
+                set, the route answers 404.
+                """
+            ),
+            "security": [{"adminToken": []}],
+            "parameters": [
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "description": "csv (a header line, then a line per row) or jsonl (JSON lines)",
+                    "schema": {"enum": ["csv", "jsonl"], "default": "csv"},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Only rows stored at or after this time (ISO 8601; UTC unless it names a "
+                        "zone)"
+                    ),
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Only rows stored before this time (ISO 8601; UTC unless it names a zone)"
+                    ),
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {
+                    "name": "model_version",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Only the rows of this model version (`unknown`: rows stored before the "
+                        "version was recorded); by default every version"
+                    ),
+                    "schema": {"type": "string", "minLength": 1},
+                },
+                {
+                    "name": "labelled",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "true: only the rows whose true value arrived with /update; false: only "
+                        "the others"
+                    ),
+                    "schema": {"enum": ["true", "false"]},
+                },
+                {
+                    "name": "after_id",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Only rows with a greater row_id (the row_id of the last line received: "
+                        "resumes an export)"
+                    ),
+                    "schema": {
+                        "type": "integer",
+                        "format": "int64",
+                        "minimum": -9223372036854775808,
+                        "maximum": 9223372036854775807,
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The rows, streamed",
+                    "headers": {
+                        "X-Export-Rows": {
+                            "description": "How many rows the filters selected when it started",
+                            "schema": {"type": "integer", "minimum": 0},
+                        }
+                    },
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/jsonl": {"schema": {"type": "string"}},
+                    },
                 },
                 "404": {"$ref": "#/components/responses/NotFound"},
                 "422": {"$ref": "#/components/responses/Invalid"},
