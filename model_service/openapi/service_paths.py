@@ -16,6 +16,26 @@ SECURITY_SCHEMES = {
     }
 }
 
+# The window of stored rows that /stats and /export read: ?since= and ?until=.
+TIME_WINDOW = [
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": (
+            "Only rows stored at or after this time (ISO 8601; UTC unless it names a zone)"
+        ),
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    {
+        "name": "until",
+        "in": "query",
+        "required": False,
+        "description": "Only rows stored before this time (ISO 8601; UTC unless it names a zone)",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+]
+
 SERVICE_PATHS = {
     "/health": {
         "get": {
@@ -141,25 +161,7 @@ SERVICE_PATHS = {
             ),
             "security": [{"adminToken": []}],
             "parameters": [
-                {
-                    "name": "since",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "Only rows stored at or after this time (ISO 8601; UTC unless it names a "
-                        "zone)"
-                    ),
-                    "schema": {"type": "string", "format": "date-time"},
-                },
-                {
-                    "name": "until",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "Only rows stored before this time (ISO 8601; UTC unless it names a zone)"
-                    ),
-                    "schema": {"type": "string", "format": "date-time"},
-                },
+                *TIME_WINDOW,
                 {
                     "name": "model_version",
                     "in": "query",
@@ -228,25 +230,7 @@ SERVICE_PATHS = {
                     "description": "csv (a header line, then a line per row) or jsonl (JSON lines)",
                     "schema": {"enum": ["csv", "jsonl"], "default": "csv"},
                 },
-                {
-                    "name": "since",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "Only rows stored at or after this time (ISO 8601; UTC unless it names a "
-                        "zone)"
-                    ),
-                    "schema": {"type": "string", "format": "date-time"},
-                },
-                {
-                    "name": "until",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "Only rows stored before this time (ISO 8601; UTC unless it names a zone)"
-                    ),
-                    "schema": {"type": "string", "format": "date-time"},
-                },
+                *TIME_WINDOW,
                 {
                     "name": "model_version",
                     "in": "query",
