@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 # pytest-xdist: processes that run the tests at once; auto is one per core, 0 runs them in one.
+# worksteal: an idle process takes tests queued for a busy one (a few take tens of seconds).
 TEST_PROCESSES ?= auto
 
 .DEFAULT_GOAL := help
@@ -34,7 +35,7 @@ run: $(BIN)/.prod-installed ## Install and serve on SQLite at http://localhost:5
 test: $(BIN)/.dev-installed ## Install the dev tools, lint, run every test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=10 -m "not template"
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist worksteal --durations=10 -m "not template"
 
 # The template's promise, checked: another model and api.toml in a student's copy, make test
 # there; twice: a copy without .git (a ZIP download), a one-commit one ("Use this template").
