@@ -40,7 +40,7 @@ from peewee import (
     TextField,
 )
 
-from model_service import export, health, monitoring, openapi, pages, predict_batch
+from model_service import challenger, export, health, monitoring, openapi, pages, predict_batch
 from model_service.artifacts import load_model
 from model_service.batching import MicroBatcher
 from model_service.contract import ContractError, check_against_routes
@@ -88,6 +88,9 @@ class Prediction(Model):
     true_value = TextField(null=True)  # JSON: the true label or number(s), from /update
     true_class = IntegerField(null=True)  # the tutorial's: the true class, from /update
     created_at = DateTimeField()  # UTC
+    # CHALLENGER_DIR: what the challenger said of this row, in the shadow (never answered).
+    challenger_version = TextField(null=True)
+    challenger_prediction = TextField(null=True)  # JSON, as prediction
 
     class Meta:
         database = database
@@ -189,6 +192,7 @@ def create_app(settings=None):
         raise StartupError(f"Cannot reach the database to create the table: {error}") from None
     finally:
         store.discard_connections()  # gunicorn forks workers next: they must not share it
+    challenger.init_app(app)  # CHALLENGER_DIR: a second model scores every answer, in the shadow
     start_batching(app, store)
 
     @app.teardown_request

@@ -12,8 +12,9 @@ table in place. `errors` answers every error as JSON, `signals` tells monitoring
 happened, `values` reads JSON numbers, `web` holds the routes' small helpers and
 `answer_columns` names the answer's columns of a table (clients/score_csv.py imports it).
 Each other capability is a module wired in by one call in app.py's create_app: `health`
-(GET /health), `monitoring` (GET /stats, /stats?by= and /metrics: quality, drift, groups and
-rules), `export` (GET /export: the stored rows as one table, streamed), `predict_batch` (POST
-/predict-batch), `pages` (GET / and /monitor) and `openapi` (the OpenAPI document, made from
-the model and its contract).
+(GET /health), `challenger` (CHALLENGER_DIR: a second model scores every answer in the
+shadow, to compare before promoting it with MODEL_DIR), `monitoring` (GET /stats,
+/stats?by= and /metrics: quality, drift, groups and rules), `export` (GET /export: the
+stored rows as one table, streamed), `predict_batch` (POST /predict-batch), `pages` (GET /
+and /monitor) and `openapi` (the OpenAPI document, made from the model and its contract).
 """

@@ -10,6 +10,7 @@ import logging
 from flask import Blueprint, current_app, jsonify
 
 from model_service.artifacts import LIBRARY_VERSIONS
+from model_service.challenger import folder_name
 from model_service.database import DATABASE_ERRORS
 from model_service.store import current_store
 
@@ -35,13 +36,26 @@ def report_health():
         "database": {"engine": type(store.database.obj).__name__, "status": database_status},
         "model": {
             "version": model.version,
+            "folder": folder_name(current_app.config["MODEL_DIR"]),
             **model.task.describe(),  # task, and its classes, threshold... or targets
             "columns": model.columns,
             "dtypes": {column: str(dtype) for column, dtype in model.dtypes.items()},
         },
         "contract": model.contract.describe(model.task),  # the routes and fields it speaks
+        "challenger": describe_challenger(current_app.config.get("CHALLENGER")),
         "versions": LIBRARY_VERSIONS,
     }
     if database_status != "ok":
         return jsonify(error="The database is unavailable", **body), 503
     return jsonify(body)
+
+
+def describe_challenger(challenger):
+    """CHALLENGER_DIR's model, scoring in the shadow (challenger.py), or None."""
+    if challenger is None:
+        return None
+    return {
+        "version": challenger.version,
+        "folder": folder_name(current_app.config["CHALLENGER_DIR"]),
+        **challenger.task.describe(),
+    }

@@ -17,7 +17,10 @@ def settings_from_environment():
     """Every setting the service reads, with its default (see .env.example)."""
     return {
         "DATABASE_URL": os.environ.get("DATABASE_URL") or "sqlite:///predictions.db",
+        # The model folder that answers (the tutorial's at the root, or models/<name>), and
+        # the one that scores every answer in its shadow, to compare (challenger.py).
         "MODEL_DIR": os.environ.get("MODEL_DIR") or str(ROOT),
+        "CHALLENGER_DIR": os.environ.get("CHALLENGER_DIR") or None,
         "ADMIN_TOKEN": os.environ.get("ADMIN_TOKEN", ""),
         "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
         "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),

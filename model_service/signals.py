@@ -6,8 +6,11 @@ monitoring counts them: the request's steps send them and never import monitorin
 from blinker import Namespace
 
 signals = Namespace()
-predictions_answered = signals.signal("predictions-answered")  # outcomes=[output or ApiError]
+# outcomes=[output or ApiError], requests=[PredictionRequest] (parsing.py), in the same order
+predictions_answered = signals.signal("predictions-answered")
 batch_scored = signals.signal("batch-scored")  # size=<requests scored together>
 database_unavailable = signals.signal("database-unavailable")  # error=<the exception>
 # [predict] invalid = "as_missing": the values treated as missing in the answered requests.
 values_replaced = signals.signal("values-replaced")  # replaced=[{field: why}, ...]
+# CHALLENGER_DIR (challenger.py): rows the challenger scored, failed on, or had to skip.
+challenger_scored = signals.signal("challenger-scored")  # scored=, failed=, skipped=

@@ -38,6 +38,8 @@ COLUMNS = (
     "true_value",
     "true_class",
     "created_at",
+    "challenger_version",
+    "challenger_prediction",
 )
 
 
@@ -131,7 +133,7 @@ def score_and_store(requests, model, store):
             outcomes.append(answered)  # a new row, or a client retrying: the same answer
         else:
             outcomes.append(conflict(request_, output, model))
-    predictions_answered.send(model, outcomes=outcomes)
+    predictions_answered.send(model, outcomes=outcomes, requests=requests)
     replaced = [
         r.replaced
         for r, outcome in zip(requests, outcomes, strict=True)

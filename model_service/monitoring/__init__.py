@@ -18,6 +18,8 @@ Where to look:
 * groups.py: `GET /stats?by=`, the quality per group; rules.py: api.toml's [stats] and the
   verdict of each rule; intervals.py: the 95 % interval of every figure (Wilson, bootstrap,
   Newcombe).
+* comparison.py: the `challenger` of /stats (CHALLENGER_DIR): both models' metrics on the
+  rows both scored, their paired differences with intervals, and a paired test.
 * window.py: which stored rows /stats reads, counted in SQL or streamed in chunks.
 * metrics.py: `GET /metrics`, counters and histograms for Prometheus across every gunicorn
   worker, the timing of every request; the gauges of the rules, set by /stats?by=.

@@ -25,6 +25,7 @@ from prometheus_client import (
 
 from model_service.signals import (
     batch_scored,
+    challenger_scored,
     database_unavailable,
     predictions_answered,
     values_replaced,
@@ -92,6 +93,14 @@ DATABASE_ERRORS = Counter(
     ["error"],
     registry=registry,
 )
+CHALLENGER_SCORINGS = Counter(
+    "challenger_scorings",
+    "Answered rows the challenger (CHALLENGER_DIR) scored in the shadow, by challenger "
+    "version and outcome: scored, failed (its pipeline raised, or the row was not stored), "
+    "skipped (its queue was full)",
+    ["challenger_version", "outcome"],
+    registry=registry,
+)
 # Set by /stats?by= (which checks every rule) over every stored row of the served model:
 # checking them at each scrape would read the whole table every few seconds. Across
 # workers, the value written last wins ("mostrecent").
@@ -124,6 +133,7 @@ def init_app(app):
     predictions_answered.connect(count_predictions)
     batch_scored.connect(count_batch)
     values_replaced.connect(count_replaced)
+    challenger_scored.connect(count_challenger)
     database_unavailable.connect(count_database_error)
 
 
@@ -143,7 +153,7 @@ def serve_metrics():
 # ---------------------------------------------------------------------------------------
 
 
-def count_predictions(model, outcomes):
+def count_predictions(model, outcomes, **_):
     """predictions_answered: a dict is an answered output (tasks.py), an ApiError is not."""
     answered = [outcome for outcome in outcomes if isinstance(outcome, dict)]
     PREDICTIONS.labels(model.version).inc(len(answered))
@@ -161,6 +171,12 @@ def count_replaced(model, replaced):
     """values_replaced: the {field: why} of each answered request with a replaced value."""
     for field, count in Tally(field for fields in replaced for field in fields).items():
         REPLACED_VALUES.labels(model.version, field).inc(count)
+
+
+def count_challenger(challenger, **outcomes):
+    """challenger_scored: scored=, failed=, skipped= rows of a batch (challenger.py)."""
+    for outcome, count in outcomes.items():
+        CHALLENGER_SCORINGS.labels(challenger.version, outcome).inc(count)
 
 
 def count_batch(_app, size):

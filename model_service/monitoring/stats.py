@@ -20,7 +20,9 @@ whose stored prediction or true value this task cannot read: rows of a model of 
 kind), `metrics` (reports.py says what each task's hold), `calibration`, `distribution`,
 `drift`, `drift_note`, `unreadable_observations` (rows with a replaced value among them:
 drift reads observations as invalid = "reject" would), `replaced` (rows with values
-answered as missing, [predict] invalid = "as_missing": how many, and how many per field).
+answered as missing, [predict] invalid = "as_missing": how many, and how many per field),
+`challenger` (CHALLENGER_DIR: comparison.py; null without one). /stats?by= has its own
+`challenger`: both models' groups, spreads and rules on the rows both scored.
 """
 
 from collections import Counter as Tally
@@ -32,6 +34,7 @@ from flask import Blueprint, current_app, jsonify, request
 from peewee import fn
 
 from model_service.errors import ApiError
+from model_service.monitoring.comparison import challenger_columns, compare
 from model_service.monitoring.drift import bin_observations, drift_report, observation_of
 from model_service.monitoring.metrics import count_rules
 from model_service.monitoring.reports import REPORTS
@@ -71,11 +74,18 @@ def serve_stats():
         "model": describe_model(model, reported, state.profile),
         "window": {"since": iso_or_none(since), "until": iso_or_none(until)},
     }
+    challenger = current_app.config.get("CHALLENGER")
+    shadowed = challenger and replace(window, shadowed_by=challenger.version)
     if by is None:
-        return jsonify(**head, **whole_stats(state, model, window, last_id, versions, count))
+        body = whole_stats(state, model, window, last_id, versions, count)
+        body["challenger"] = shadowed and compare(shadowed, last_id, model, challenger)
+        return jsonify(**head, **body)
     answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
     if since is None and until is None and reported == model.version:
         count_rules(model.version, answer["rules"])
+    answer["challenger"] = shadowed and checked_groups(
+        lambda: challenger_groups(state, model, challenger, shadowed, last_id, by)
+    )
     return jsonify(**head, by=answer.pop("by"), predictions=count, **answer)
 
 
@@ -122,17 +132,38 @@ def checked_groups(work):
         raise ApiError(422, str(error)) from None
 
 
-def group_stats(state, model, window, last_id, by):
+def group_stats(state, model, window, last_id, by, stored=None):
     """/stats?by= (groups.py): one pass over the rows, each observation read as the
-    contract keeps it, with the true value and the prediction of the labelled ones."""
+    contract keeps it, with the true value and the prediction of the labelled ones.
+
+    stored(row) -> the prediction columns of a row (default: the model's own, as read);
+    the challenger's comparison passes the columns of the challenger's output instead.
+    """
     report = REPORTS[model.task.name](model.task)
     table = window.table
-    columns = [table.observation, table.true_value, *report.stored_columns(table)]
+    own = report.stored_columns(table)
+    columns = [table.observation, table.true_value, table.challenger_prediction, *own]
+    stored = stored or (lambda row: row[4:])
     chunks = (
-        [(observation_of(row[1], model.contract), *row[2:]) for row in rows]
+        [(observation_of(row[1], model.contract), row[2], *stored(row)) for row in rows]
         for rows in window.chunks(last_id, *columns)
     )
     return state.groups.report(by, chunks, report.outcomes, pause=let_others_run)
+
+
+def challenger_groups(state, model, challenger, shadowed, last_id, by):
+    """/stats?by='s `challenger`: the groups and rules of both models on the rows both
+    scored (comparison.py's rows), each judged with its own predictions."""
+    theirs = partial(challenger_columns, challenger=challenger)
+    mine = group_stats(state, model, shadowed, last_id, by)
+    their = group_stats(state, model, shadowed, last_id, by, lambda row: theirs(row[3]))
+    keys = ("labelled", "groups", "spreads", "rules")
+    return {
+        "version": challenger.version,
+        "predictions": sum(group["predictions"] for group in mine["groups"]),
+        "model": {key: mine[key] for key in keys},
+        "challenger": {key: their[key] for key in keys},
+    }
 
 
 def describe_model(model, reported, profile):

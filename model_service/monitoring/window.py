@@ -37,6 +37,7 @@ class Window:
     since: datetime | None
     until: datetime | None
     version: str | None = None  # None: every version; UNKNOWN_VERSION: model_version NULL
+    shadowed_by: str | None = None  # a challenger's version: only the rows it scored too
 
     @property
     def table(self):
@@ -56,6 +57,8 @@ class Window:
             query = query.where(table.model_version.is_null())
         elif self.version is not None:
             query = query.where(table.model_version == self.version)
+        if self.shadowed_by is not None:
+            query = query.where(table.challenger_version == self.shadowed_by)
         return query
 
     def versions(self):

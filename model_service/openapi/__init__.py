@@ -24,6 +24,7 @@ import yaml
 from flask import Blueprint, Response, current_app, jsonify
 
 from model_service.openapi.builders import text
+from model_service.openapi.challenger_schemas import CHALLENGER_SCHEMAS
 from model_service.openapi.groups_schemas import GROUPS_SCHEMAS
 from model_service.openapi.metrics_schemas import METRICS_SCHEMAS
 from model_service.openapi.paths import paths, responses
@@ -58,6 +59,7 @@ def build_spec(model, settings=None):
         **STATS_SCHEMAS,
         **METRICS_SCHEMAS,
         **GROUPS_SCHEMAS,
+        **CHALLENGER_SCHEMAS,
         **SHARED_SCHEMAS,
     }
     return {

@@ -18,10 +18,14 @@ GROUPS_SCHEMAS = {
             "groups",
             "spreads",
             "rules",
+            "challenger",
         ],
         "additionalProperties": False,
         "properties": {
             "model": {"$ref": "#/components/schemas/StatsModel"},
+            "challenger": {
+                "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/ChallengerGroups"}]
+            },
             "window": {
                 "type": "object",
                 "required": ["since", "until"],

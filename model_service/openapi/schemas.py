@@ -351,6 +351,7 @@ def stored_prediction(model):
 
 # --- /health ------------------------------------------------------------------------------
 
+MODEL_WORDS_VERSION = "The first 12 hex digits of the SHA-256 of pipeline.pickle"
 HEALTH_DATABASE = {
     "type": "object",
     "required": ["engine", "status"],
@@ -368,6 +369,20 @@ HEALTH_VERSIONS = {
     "required": ["python", "scikit-learn", "pandas", "numpy", "flask", "peewee"],
     "additionalProperties": {"type": "string"},
 }
+HEALTH_FOLDER = {
+    "description": "The model folder (MODEL_DIR, CHALLENGER_DIR), relative to the repository",
+    "type": "string",
+}
+HEALTH_CHALLENGER = {
+    "description": "CHALLENGER_DIR's model, scoring every answer in the shadow; null without",
+    "type": ["object", "null"],
+    "required": ["version", "folder", "task"],
+    "properties": {
+        "version": {"description": MODEL_WORDS_VERSION, "type": "string"},
+        "folder": HEALTH_FOLDER,
+        "task": {"type": "string", "enum": ["binary", "multiclass", "regression"]},
+    },
+}
 
 
 def health_schema(model):
@@ -379,13 +394,17 @@ def health_schema(model):
         "dtypes": {column: str(dtype) for column, dtype in model.dtypes.items()},
     }
     contract = model.contract.describe(model.task)
+    served = constants(described, MODEL_WORDS)
+    served["required"].append("folder")
+    served["properties"]["folder"] = HEALTH_FOLDER
     return {
         "type": "object",
-        "required": ["status", "database", "model", "contract", "versions"],
+        "required": ["status", "database", "model", "contract", "challenger", "versions"],
         "properties": {
             "status": {"type": "string", "enum": ["ok", "unavailable"]},
             "database": HEALTH_DATABASE,
-            "model": constants(described, MODEL_WORDS),
+            "model": served,
+            "challenger": HEALTH_CHALLENGER,
             "contract": {
                 "description": "The routes and fields the service speaks (api.toml)",
                 **constants(
@@ -414,7 +433,7 @@ def constants(values, words, nested=False):
 
 
 MODEL_WORDS = {
-    "version": "The first 12 hex digits of the SHA-256 of pipeline.pickle",
+    "version": MODEL_WORDS_VERSION,
     "task": "What the model predicts, which shapes its answers",
     "classes": "Its classes, in the model's order (classes_)",
     "threshold": "The decision is probability >= threshold (THRESHOLD)",

@@ -29,10 +29,14 @@ STATS_SCHEMAS = {
             "drift_note",
             "unreadable_observations",
             "replaced",
+            "challenger",
         ],
         "additionalProperties": False,
         "properties": {
             "model": {"$ref": "#/components/schemas/StatsModel"},
+            "challenger": {
+                "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Challenger"}]
+            },
             "window": {
                 "type": "object",
                 "required": ["since", "until"],
