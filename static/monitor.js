@@ -584,6 +584,160 @@ function showDrift(drift, note, modelColumns) {
   table("drift-table", headers, rows);
 }
 
+// --- The challenger (CHALLENGER_DIR): /stats's `challenger`, beside the model -------------
+
+// The figures compared, in the order of the quality section: [key, name, which way is
+// better] (1: higher, -1: lower, 0: neither, as for the share decided positive).
+const COMPARED = {
+  binary: [
+    ["roc_auc", "ROC AUC", 1],
+    ["accuracy", "accuracy", 1],
+    ["precision", "precision", 1],
+    ["recall", "recall", 1],
+    ["f1", "F1", 1],
+    ["positive_rate", "share decided positive", 0],
+    ["log_loss", "log loss", -1],
+    ["brier", "Brier score", -1],
+  ],
+  multiclass: [
+    ["accuracy", "accuracy", 1],
+    ["macro_f1", "macro F1", 1],
+    ["log_loss", "log loss", -1],
+  ],
+  regression: [
+    ["mae", "MAE", -1],
+    ["rmse", "RMSE", -1],
+    ["r2", "R²", 1],
+  ],
+};
+
+// A regressor of several targets: "Weight.mae", as `differences` names it.
+function comparedFigures(task) {
+  const figures = COMPARED[task.task];
+  if (task.task !== "regression" || !task.targets) return figures;
+  return task.targets.flatMap((target) =>
+    figures.map(([key, name, better]) => [`${target}.${key}`, `${name} of ${target}`, better]),
+  );
+}
+
+// metrics.targets.Weight.mae for "Weight.mae".
+function figureOf(metrics, key) {
+  const dot = key.lastIndexOf(".");
+  if (dot < 0) return metrics[key];
+  const target = metrics.targets && metrics.targets[key.slice(0, dot)];
+  return target ? target[key.slice(dot + 1)] : null;
+}
+
+function signed(value) {
+  if (value === null || value === undefined) return "none";
+  return `${value > 0 ? "+" : ""}${fixed(value, 3)}`;
+}
+
+// [words, class of the cell]: which way a difference goes, once its interval leaves out 0.
+function verdict(difference, better) {
+  if (difference === undefined) return ["no interval", ""];
+  if (difference === null) return ["none", ""];
+  if (difference.low <= 0 && difference.high >= 0) return ["could be chance", ""];
+  const higher = difference.low > 0;
+  if (better === 0) return [`${higher ? "higher" : "lower"}, more than chance`, "beyond"];
+  return (better > 0) === higher
+    ? ["challenger better, more than chance", "better"]
+    : ["challenger worse, more than chance", "worse"];
+}
+
+// A figure without a paired interval (macro F1, R²) gets its plain difference.
+function differenceText(difference, mine, theirs) {
+  if (difference === undefined) {
+    return typeof mine === "number" && typeof theirs === "number"
+      ? `${signed(theirs - mine)} (no interval)`
+      : "none";
+  }
+  if (difference === null) return "none";
+  return `${signed(difference.value)} [${fixed(difference.low, 3)}, ${fixed(difference.high, 3)}]`;
+}
+
+function showComparedFigures(challenger, task) {
+  // No labelled row: no differences at all, rather than figures without an interval.
+  const differences = challenger.differences || {};
+  const figures = comparedFigures(task).map(([key, name, better]) => ({
+    name,
+    mine: figureOf(challenger.model_metrics, key),
+    theirs: figureOf(challenger.metrics, key),
+    difference: challenger.differences === null ? null : differences[key],
+    better,
+  }));
+  const verdicts = figures.map((figure) => verdict(figure.difference, figure.better));
+  table(
+    "challenger-table",
+    ["figure", "model", "challenger", "difference [95 % interval]", "verdict"],
+    figures.map((figure, i) => [
+      figure.name,
+      fixed(figure.mine, 3),
+      fixed(figure.theirs, 3),
+      differenceText(figure.difference, figure.mine, figure.theirs),
+      verdicts[i][0],
+    ]),
+    true,
+    (index) => index > 0 && index < 4,
+  );
+  byId("challenger-table")
+    .querySelectorAll("tbody tr")
+    .forEach((row, i) => {
+      const kind = verdicts[i][1];
+      if (kind) [row.cells[3], row.cells[4]].forEach((cell) => cell.classList.add(kind));
+    });
+}
+
+function rowsText(count) {
+  return count === 1 ? "1 prediction" : `${count} predictions`;
+}
+
+// p = 0.36, or p < 0.001.
+function pText(p) {
+  return p < 0.001 ? "p < 0.001" : `p = ${fixed(p, p < 0.01 ? 3 : 2)}`;
+}
+
+function pairedTestText(test) {
+  if (!test) return "No paired test: none of the predictions both scored has its outcome yet.";
+  const { challenger_better: theirs, model_better: mine } = test;
+  const counts =
+    test.test === "mcnemar_exact"
+      ? "McNemar's exact test: the challenger was right where the model was wrong on " +
+        `${rowsText(theirs)}, the reverse on ${mine}`
+      : "Wilcoxon's signed-rank test on the absolute errors: the challenger's error was the " +
+        `smaller on ${rowsText(theirs)}, the model's on ${mine}`;
+  if (test.p_value >= 0.05) return `${counts}; ${pText(test.p_value)}: this could be chance.`;
+  const side = theirs > mine ? " in the challenger's favour" : " in the model's favour";
+  return `${counts}; ${pText(test.p_value)}: more than chance,${theirs === mine ? "" : side}.`;
+}
+
+// /health names the folders of the two models; /stats, their versions only.
+async function healthOf() {
+  try {
+    const response = await fetch("/health", { cache: "no-store" });
+    return await response.json(); // a 503 (no database) still describes the models
+  } catch {
+    return null;
+  }
+}
+
+function showChallenger(challenger, health, task) {
+  show("challenger-section", Boolean(challenger));
+  if (!challenger) return;
+  const unknown = "unknown (no answer from /health)";
+  const theirs = health && health.challenger;
+  byId("challenger-version").textContent = challenger.version;
+  byId("challenger-folder").textContent = theirs ? theirs.folder : unknown;
+  byId("challenger-model-version").textContent = health ? health.model.version : unknown;
+  byId("model-folder").textContent = health ? health.model.folder : unknown;
+  byId("challenger-rows").textContent = String(challenger.rows);
+  byId("challenger-labelled").textContent = String(challenger.labelled);
+  show("challenger-changed-box", challenger.decisions_changed !== null);
+  byId("challenger-changed").textContent = String(challenger.decisions_changed);
+  showComparedFigures(challenger, task);
+  byId("challenger-test").textContent = pairedTestText(challenger.paired_test);
+}
+
 // --- Groups: GET /stats?by=, the quality per group and the rules of api.toml ---------------
 
 const groupChoices = ["group-by-1", "group-by-2", "group-by-3"].map(byId);
@@ -747,6 +901,44 @@ function showRules(rules) {
     });
 }
 
+// Each rule's status for the model and for the challenger, side by side, on the rows both
+// scored (each judged with its own predictions), with what fails under each status.
+function statusCell(rule) {
+  const cell = document.createElement("span");
+  if (!rule) {
+    cell.textContent = "none";
+    return cell;
+  }
+  cell.append(RULE_STATUS[rule.status], ruleDetails(rule));
+  return cell;
+}
+
+function showChallengerRules(challenger) {
+  const shown = Boolean(challenger) && challenger.model.rules.length > 0;
+  byId("challenger-rules").hidden = !shown;
+  if (!shown) return;
+  const theirs = Object.fromEntries(challenger.challenger.rules.map((r) => [r.name, r]));
+  const rows = challenger.model.rules.map((rule) => [rule, theirs[rule.name]]);
+  table(
+    "challenger-rules-table",
+    ["rule", "model", `challenger ${challenger.version}`],
+    rows.map(([mine, their]) => [ruleCell(mine), statusCell(mine), statusCell(their)]),
+    true,
+    () => false,
+  );
+  byId("challenger-rules-table")
+    .querySelectorAll("tbody tr")
+    .forEach((row, i) => {
+      rows[i].forEach((rule, side) => {
+        if (rule && rule.status === "not_met") row.cells[side + 1].classList.add("fails");
+      });
+    });
+  byId("challenger-rules-text").textContent =
+    `The same rules on the ${rowsText(challenger.predictions)} both models scored ` +
+    `(${challenger.challenger.labelled} with their outcome), each model judged by its own ` +
+    "predictions.";
+}
+
 // {group key: [names of the rules it fails]}, for the rules about these very columns.
 function failuresByGroup(answer) {
   const failures = {};
@@ -844,6 +1036,7 @@ function showGroups(answer) {
   fillChoices(answer.columns);
   pick(answer.by);
   showRules(answer.rules);
+  showChallengerRules(answer.challenger);
   showGroupList(answer);
   showSpreads(answer);
   byId("groups-results").hidden = false;
@@ -930,6 +1123,7 @@ async function load() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) return;
   say("Loading…");
+  const health = healthOf(); // asked beside /stats, awaited once /stats has answered
   let response;
   let body = null;
   try {
@@ -958,7 +1152,9 @@ async function load() {
     say(`The service refused (${response.status}): ${body && body.error}`, true);
     return;
   }
+  const described = await health;
   showStats(body);
+  showChallenger(body.challenger, described, body.model.task);
   say(`Updated at ${new Date().toLocaleTimeString()}.`);
   loadGroups();
 }
