@@ -91,6 +91,7 @@ class Prediction(Model):
     # CHALLENGER_DIR: what the challenger said of this row, in the shadow (never answered).
     challenger_version = TextField(null=True)
     challenger_prediction = TextField(null=True)  # JSON, as prediction
+    rolled_up = IntegerField(null=True)  # 1: counted in /stats's rollups (monitoring/rollups.py)
 
     class Meta:
         database = database
@@ -131,13 +132,8 @@ def update():
     # regressor's number (even 3) does not. A corrected label replaces both.
     true_class = true_class_of(label) if model.task.name != "regression" else None
 
-    def set_true_value():
-        query = Prediction.update(true_value=json.dumps(label), true_class=true_class)
-        if query.where(Prediction.observation_key == key).execute() == 0:
-            return None
-        return Prediction.get(Prediction.observation_key == key)
-
-    prediction = current_app.extensions["store"].in_transaction(set_true_value)
+    store = current_app.extensions["store"]
+    prediction = store.label(key, true_value=json.dumps(label), true_class=true_class)
     if prediction is None:
         raise ApiError(404, f"Observation ID {key} does not exist")
     row = prediction_to_dict(prediction, model)

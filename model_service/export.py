@@ -26,7 +26,7 @@ any other value as JSON writes it (true, [1, 2], {"a": 1}); null is an empty cel
 
 Memory stays flat: the rows are read PAGE_ROWS at a time, by id, each page in a transaction
 of its own, and written out before the next is read (in a gevent worker, other requests run
-between two pages). Every page is bounded by the last id the first query saw, so the export
+every SLICE_ROWS rows). Every page is bounded by the last id the first query saw, so the export
 is the rows stored when it started; the header X-Export-Rows says how many.
 """
 
@@ -51,6 +51,9 @@ log = logging.getLogger("app")
 blueprint = Blueprint("export", __name__)
 
 PAGE_ROWS = 1000  # rows per transaction: bounds the memory of an export
+# Rows written between two chances for the worker's other requests to run: a page takes
+# tens of milliseconds to write, and a prediction would wait for all of it.
+SLICE_ROWS = 100
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/jsonl"}
 LABELLED = {"true": True, "false": False}
 
@@ -142,11 +145,12 @@ def stored_rows(selection, last_id):
     while last_id is not None:
         query = selection.where(table.select().order_by(table.id).limit(PAGE_ROWS), last_id)
         page = selection.in_transaction(lambda query=query: list(query))
-        yield from page
+        for first in range(0, len(page), SLICE_ROWS):
+            yield from page[first : first + SLICE_ROWS]
+            let_others_run()  # a gevent worker's other requests run every SLICE_ROWS rows
         if len(page) < PAGE_ROWS or page[-1].id == last_id:
             return
         selection = replace(selection, after_id=page[-1].id)
-        let_others_run()  # a gevent worker's other requests run between two pages
 
 
 # ---------------------------------------------------------------------------------------

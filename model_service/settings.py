@@ -29,6 +29,9 @@ def settings_from_environment():
         # class POSITIVE_CLASS. Unset: 0.5, and the greater of the two labels (1, true).
         "THRESHOLD": number_from_environment("THRESHOLD", None, float),
         "POSITIVE_CLASS": os.environ.get("POSITIVE_CLASS") or None,
+        # GET /stats?by= reads the window's rows: it stops after this many seconds (a 503)
+        # rather than hold a worker that serves predictions too.
+        "STATS_TIME_LIMIT": number_from_environment("STATS_TIME_LIMIT", 10, float),
         # POST /predict-batch (predict_batch.py): larger bodies than /predict's.
         "PREDICT_BATCH_MAX_BYTES": number_from_environment(
             "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int

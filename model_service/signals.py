@@ -14,3 +14,5 @@ database_unavailable = signals.signal("database-unavailable")  # error=<the exce
 values_replaced = signals.signal("values-replaced")  # replaced=[{field: why}, ...]
 # CHALLENGER_DIR (challenger.py): rows the challenger scored, failed on, or had to skip.
 challenger_scored = signals.signal("challenger-scored")  # scored=, failed=, skipped=
+# In the transaction that writes them (store.py), for counts kept beside the rows (rollups):
+rows_stored = signals.signal("rows-stored")  # rows=[the new rows, peewee instances]

@@ -19,7 +19,7 @@ from model_service.database import discard_connections, in_transaction
 from model_service.errors import ApiError, StartupError
 from model_service.parsing import read_observation
 from model_service.scoring import score_each
-from model_service.signals import predictions_answered, values_replaced
+from model_service.signals import predictions_answered, rows_stored, values_replaced
 
 log = logging.getLogger("app")
 
@@ -40,6 +40,7 @@ COLUMNS = (
     "created_at",
     "challenger_version",
     "challenger_prediction",
+    "rolled_up",
 )
 
 
@@ -79,13 +80,31 @@ class Store:
         reports), and the insert never fails on it, even when two servers race.
         """
         table, keys = self.table, [row["observation_key"] for row in rows]
+        now = rows[0]["created_at"]  # one per batch: the rows this call inserted carry it
 
         def insert_then_read():
             table.insert_many(rows).on_conflict_ignore().execute()
             stored = table.select().where(table.observation_key.in_(keys))
-            return {prediction.observation_key: prediction for prediction in stored}
+            found = {prediction.observation_key: prediction for prediction in stored}
+            new = [row for row in found.values() if row.created_at == now]
+            if new:
+                rows_stored.send(self, rows=new)
+            return found
 
         return self.in_transaction(insert_then_read)
+
+    def label(self, key, **values):
+        """Set a row's true value (values: true_value, true_class); the row, or None when
+        the key is not stored."""
+        table = self.table
+        of_key = table.observation_key == key
+
+        def update():
+            if not table.update(**values).where(of_key).execute():
+                return None
+            return table.get(of_key)
+
+        return self.in_transaction(update)
 
 
 def current_store():
@@ -154,6 +173,7 @@ def new_row(request_, output, model, now):
         "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
         "replaced": json.dumps(request_.replaced) if request_.replaced else None,
         "created_at": now,
+        "rolled_up": 1,  # counted by rows_stored's listener (monitoring/rollups.py), now
         **model.task.columns(output),  # a binary classifier's proba, threshold, positive class
     }
 

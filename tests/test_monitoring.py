@@ -36,6 +36,7 @@ from sklearn.metrics import (
 
 from clients import replay_traffic
 from model_service import artifacts, database, parsing, scoring
+from model_service.errors import StartupError
 from model_service.monitoring import drift
 
 TOKEN = "monitoring-test-token"
@@ -295,6 +296,33 @@ def test_a_bad_window_is_a_422_that_names_the_parameter(admin):
         assert response.status_code == 422, query
         assert named in response.json["error"], (query, response.json)
         check_against_spec(response, "/stats", "GET")
+
+
+def test_a_grouping_past_the_time_limit_is_a_503_that_says_why(tmp_path, example):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    settings = {"DATABASE_URL": url, "ADMIN_TOKEN": TOKEN, "STATS_TIME_LIMIT": 0}
+    client = service.create_app(settings).test_client()
+    assert client.post("/predict", json={"id": 1, "observation": example}).status_code == 200
+    response = client.get("/stats?by=Sex", headers=ADMIN)
+    assert response.status_code == 503
+    assert "stopped after 0 s (STATS_TIME_LIMIT)" in response.json["error"]
+    assert client.get("/stats", headers=ADMIN).status_code == 200  # no rows read: no limit
+
+
+@pytest.mark.parametrize(
+    "groups, named",
+    [
+        ('"Sex"', "groups must be a list"),
+        ('[["Sex", ""]]', "groups[0] must be a column name"),
+        ('[["Sex"], ["Deck"]]', "groups[1]: 'Deck' is not a column"),
+    ],
+)
+def test_declared_groups_are_checked_at_start_up(tmp_path, groups, named):
+    model_dir = shutil.copytree(TITANIC, tmp_path / "model")
+    (model_dir / "api.toml").write_text(f"[stats]\ngroups = {groups}\n")
+    settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "MODEL_DIR": str(model_dir)}
+    with pytest.raises(StartupError, match=re.escape(named)):
+        service.create_app(settings)
 
 
 def test_a_time_zone_is_honoured_and_a_time_without_one_is_utc(admin):

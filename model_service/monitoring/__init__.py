@@ -20,20 +20,27 @@ Where to look:
   Newcombe).
 * comparison.py: the `challenger` of /stats (CHALLENGER_DIR): both models' metrics on the
   rows both scored, their paired differences with intervals, and a paired test.
+* rollups.py: counts per hour (rows, labelled, drift bins, answers), written with the rows:
+  /stats sums them instead of reading every row.
 * window.py: which stored rows /stats reads, counted in SQL or streamed in chunks.
 * metrics.py: `GET /metrics`, counters and histograms for Prometheus across every gunicorn
   worker, the timing of every request; the gauges of the rules, set by /stats?by=.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_service.database import DATABASE_ERRORS
 from model_service.errors import StartupError
 from model_service.monitoring import metrics, stats
 from model_service.monitoring.drift import load_profile
 from model_service.monitoring.groups import Groups
+from model_service.monitoring.rollups import Rollups
 from model_service.monitoring.rules import GroupsError
+
+log = logging.getLogger("app")
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Monitoring:
     profile: dict | None  # training_profile.json, when it was written for this model
     profile_note: str | None  # why there is no usable profile
     groups: Groups  # /stats?by=: the groups and the rules of api.toml [stats]
+    rollups: Rollups  # the counts per hour that /stats sums (rollups.py)
 
 
 def init_app(app):
@@ -55,6 +63,15 @@ def init_app(app):
         checked = Groups(model.contract.stats_settings or {}, min_labelled, model, profile, note)
     except GroupsError as error:
         raise StartupError(str(error)) from None
-    app.extensions["monitoring"] = Monitoring(profile, note, checked)
+    rollups = Rollups(app.extensions["store"], model, profile)
+    try:
+        done = rollups.upgrade()  # the counts of /stats: created, or filled from the rows
+    except DATABASE_ERRORS as error:
+        raise StartupError(f"Cannot reach the database to count the rows: {error}") from None
+    finally:
+        app.extensions["store"].discard_connections()  # gunicorn forks workers next
+    if done:
+        log.info("database upgraded: %s", done)
+    app.extensions["monitoring"] = Monitoring(profile, note, checked, rollups)
     app.register_blueprint(stats.blueprint)
     metrics.init_app(app)

@@ -5,8 +5,8 @@ the service (GET /stats) and notebook 3 sort the stored observations into the sa
 (count_bins) and compare the two with the population stability index (PSI). Both sides use
 this one module, so that training and serving bin exactly alike. The service's side, at the
 end: load_profile (at start-up: the profile, when it was written for the model served),
-bin_observations (the window's observations, read as /predict reads them, in the bins) and
-drift_report (the `drift` of /stats).
+readable_columns (stored observations read as /predict reads them; rollups.py counts them in
+the bins as the rows are written) and drift_report (the `drift` of /stats).
 
 The bins are chosen so that the PSI is stable on a few hundred rows:
 
@@ -217,36 +217,6 @@ ALLOWED_TYPES = {
     "string": {str, type(None)},
     "boolean": {bool},
 }
-
-
-def bin_observations(window, last_id, model, profile, report):
-    """Bin counts per column over the readable observations of the window.
-
-    Returns (counts by column or None without a profile, readable rows, unreadable rows).
-    An observation is readable when this model would accept it (validate_observation).
-    Checking that is the cost of /stats, so a chunk whose columns all hold plain values of
-    the right types (the usual case) is checked per column; any other chunk row by row.
-    A report that tallies every row's prediction (multiclass) reads it in the same pass.
-    """
-    counts = (
-        {c: np.zeros(len(profile["columns"][c]["shares"]), dtype=np.int64) for c in model.columns}
-        if profile
-        else None
-    )
-    readable = unreadable = 0
-    table = window.table
-    extra = [table.prediction] if report.tallies_predictions else []
-    for rows_read in window.chunks(last_id, table.observation, *extra):
-        if extra:
-            report.tally([row[2] for row in rows_read])
-        columns, bad = readable_columns([row[1] for row in rows_read], model)
-        unreadable += bad
-        rows = len(next(iter(columns.values()))) if columns else 0
-        readable += rows
-        if counts is not None and rows:
-            for column, values in columns.items():
-                counts[column] += count_bins(profile["columns"][column], values)
-    return counts, readable, unreadable
 
 
 def readable_columns(bodies, model):

@@ -58,6 +58,7 @@ from model_service.monitoring.intervals import (
 from model_service.monitoring.rules import (
     GroupsError,
     check_stats_keys,
+    grouping_lists,
     judge_rule,
     names_list,
     read_min_labelled,
@@ -301,6 +302,10 @@ class Groups:
             rule = read_rule(settings, number, self.metrics, self.task.name)
             self.check_columns(rule.columns, f"api.toml rule {rule.name!r}: within and by")
             self.rules.append(rule)
+        # [stats] groups: the groupings the brief reports by (checked like a rule's columns).
+        self.declared = grouping_lists(table)
+        for index, names in enumerate(self.declared):
+            self.check_columns(list(names), f"api.toml [stats] groups[{index}]")
 
     # --- checking ----------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ Each report reads the rows the way its task stored them (tasks.py) and answers:
   `labelled_left_out`, `metrics`, `calibration`, `distribution`);
 * stored_columns(table) and outcomes(rows): the stored columns a labelled row needs
   besides its true value, and those rows as arrays, for groups.py (/stats?by=);
-* tallies_predictions: whether it needs every row's prediction (multiclass: the
-  distribution), which drift.bin_observations hands to tally(texts) as it reads them.
+* summary takes the window's counts (rollups.py): the distribution of every row's answer
+  (binary p:<bin>, multiclass c:<class> and t:<bin>) comes from them, not from the rows.
 
 What the metrics hold (sklearn.metrics; null where undefined, and `metrics.reason` says why):
 
@@ -119,14 +119,13 @@ class BinaryReport:
     """A binary classifier's rows: P(positive class) in `proba`, and the rule of the
     decision in force when each was answered in `threshold` and `positive_class`."""
 
-    tallies_predictions = False  # the distribution comes from SQL, on the proba column
-
     def __init__(self, task):
         self.task, self.codes = task, ClassCodes(task.classes)
 
-    def summary(self, window, last_id):
+    def summary(self, window, last_id, cells):
+        """cells: the window's counts (rollups.py); p:<k> the stored probabilities' bins."""
         table = window.table
-        distribution = window.in_transaction(lambda: window.probability_bins(last_id))
+        distribution = [cells.get(f"p:{k}", 0) for k in range(10)]
         rows = window.in_transaction(
             lambda: window.labelled(last_id, table.proba, table.threshold, table.positive_class)
         )
@@ -261,8 +260,6 @@ class MulticlassReport:
     """A multiclass classifier's rows: the label and every class's probability, in the
     `prediction` JSON. The distribution needs every row's, read with the observations."""
 
-    tallies_predictions = True
-
     def __init__(self, task):
         self.task, self.codes = task, ClassCodes(task.classes)
         self.top_bins = np.zeros(10, dtype=np.int64)  # every row's top probability
@@ -305,7 +302,11 @@ class MulticlassReport:
         matrix = np.array(matrix, dtype=float).reshape(len(true), len(self.task.classes))
         return {"true": true, "predicted": predicted, "matrix": matrix}, kept
 
-    def summary(self, window, last_id):
+    def summary(self, window, last_id, cells):
+        """cells: the window's counts (rollups.py); c:<class> and t:<k>, every row's."""
+        classes = len(self.task.classes)
+        self.predicted = np.array([cells.get(f"c:{k}", 0) for k in range(classes)])
+        self.top_bins = np.array([cells.get(f"t:{k}", 0) for k in range(10)])
         rows = window.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
         found, _ = self.outcomes(rows)
         true, predicted, matrix = found["true"], found["predicted"], found["matrix"]
@@ -366,8 +367,6 @@ class RegressionReport:
     """A regressor's rows: its number(s) in the `prediction` JSON ({"value"} or one key per
     target), the truth in `true_value` (a number, or an object of them)."""
 
-    tallies_predictions = False
-
     def __init__(self, task):
         self.task = task
         self.names = task.targets if task.width > 1 else ["value"]
@@ -400,7 +399,7 @@ class RegressionReport:
         prediction = np.array(predictions, dtype=float).reshape(shape)
         return {"truth": truth, "prediction": prediction}, kept
 
-    def summary(self, window, last_id):
+    def summary(self, window, last_id, _cells):
         rows = window.in_transaction(lambda: window.labelled(last_id, window.table.prediction))
         found, _ = self.outcomes(rows)
         truth, prediction = found["truth"], found["prediction"]

@@ -32,7 +32,7 @@ from model_service.monitoring.intervals import difference
 DEFAULT_MIN_LABELLED = 30
 BOUNDS = ("at_least", "at_most", "spread_at_most", "ratio_at_least")
 RULE_KEYS = {"name", "metric", "by", "within", *BOUNDS}
-STATS_KEYS = {"min_labelled", "extra_columns", "rules"}
+STATS_KEYS = {"min_labelled", "extra_columns", "groups", "rules"}
 
 
 class GroupsError(Exception):
@@ -115,6 +115,15 @@ def names_list(value, key, allow_empty=False):
     if not names and not allow_empty:
         raise setting_error(key, "must name at least one column")
     return tuple(names)
+
+
+def grouping_lists(table):
+    """[stats] groups: the groupings the brief reports by, each a list of column names
+    (a single name stands for a list of one): [["station", "Object of search"], ["Sex"]]."""
+    groups = table.get("groups", [])
+    if not isinstance(groups, list):
+        raise setting_error("groups", 'must be a list of column lists, as [["station"], ["Sex"]]')
+    return [names_list(group, f"groups[{index}]") for index, group in enumerate(groups)]
 
 
 def rule_tables(table):

@@ -25,27 +25,22 @@ answered as missing, [predict] invalid = "as_missing": how many, and how many pe
 `challenger`: both models' groups, spreads and rules on the rows both scored.
 """
 
-from collections import Counter as Tally
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
+import numpy as np
 from flask import Blueprint, current_app, jsonify, request
-from peewee import fn
 
 from model_service.errors import ApiError
 from model_service.monitoring.comparison import challenger_columns, compare
-from model_service.monitoring.drift import bin_observations, drift_report, observation_of
+from model_service.monitoring.drift import drift_report, observation_of
 from model_service.monitoring.metrics import count_rules
 from model_service.monitoring.reports import REPORTS
+from model_service.monitoring.rollups import version_key
 from model_service.monitoring.rules import GroupsError
-from model_service.monitoring.window import (
-    Window,
-    iso_or_none,
-    let_others_run,
-    parsed,
-    plain_rows,
-)
+from model_service.monitoring.window import Window, iso_or_none, let_others_run
 from model_service.store import current_store
 from model_service.web import require_admin
 
@@ -66,10 +61,12 @@ def serve_stats():
     reported = request.args.get("model_version") or model.version
     window = Window(current_store(), since, until)
 
-    # The versions first: their last id bounds every later query to the same rows.
-    versions, last_id = window.in_transaction(window.versions)
+    # The counts first (rollups.py): the last id they saw bounds every later query.
+    last_id, counted = window.in_transaction(partial(count_window, state.rollups, window))
+    versions = window.in_transaction(partial(window.versions, counted))
     window = replace(window, version=reported)
-    count = sum(v["predictions"] for v in versions if v["version"] == reported)
+    cells = {cell: n for (version, cell), n in counted.items() if version == version_key(reported)}
+    count = cells.get("rows", 0)
     head = {
         "model": describe_model(model, reported, state.profile),
         "window": {"since": iso_or_none(since), "until": iso_or_none(until)},
@@ -77,7 +74,7 @@ def serve_stats():
     challenger = current_app.config.get("CHALLENGER")
     shadowed = challenger and replace(window, shadowed_by=challenger.version)
     if by is None:
-        body = whole_stats(state, model, window, last_id, versions, count)
+        body = whole_stats(state, model, window, last_id, versions, cells)
         body["challenger"] = shadowed and compare(shadowed, last_id, model, challenger)
         return jsonify(**head, **body)
     answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
@@ -89,14 +86,21 @@ def serve_stats():
     return jsonify(**head, by=answer.pop("by"), predictions=count, **answer)
 
 
-def whole_stats(state, model, window, last_id, versions, count):
-    """/stats without by: the versions, the quality of the task, and the drift."""
+def count_window(rollups, window):
+    last_id = window.last_id()
+    return last_id, rollups.count(window, last_id)
+
+
+def whole_stats(state, model, window, last_id, versions, cells):
+    """/stats without by: the versions, the quality of the task, and the drift. Everything
+    but the labelled rows' metrics comes from the rollups' counts of the window (cells)."""
     report = REPORTS[model.task.name](model.task)
-    counts, readable, unreadable = bin_observations(window, last_id, model, state.profile, report)
-    quality = report.summary(window, last_id)
+    count, unreadable = cells.get("rows", 0), cells.get("unreadable", 0)
+    quality = report.summary(window, last_id, cells)
     drift_by_column, drift_note = drift_report(
-        state.profile, state.profile_note, counts, readable, count
-    )
+        state.profile, state.profile_note, drift_counts(state.profile, model, cells),
+        count - unreadable, count,
+    )  # fmt: skip
     return {
         "versions": [dict(v, serving=v["version"] == model.version) for v in versions],
         "predictions": count,
@@ -104,24 +108,28 @@ def whole_stats(state, model, window, last_id, versions, count):
         "drift": drift_by_column,
         "drift_note": drift_note,
         "unreadable_observations": unreadable,
-        "replaced": window.in_transaction(partial(replaced_values, window, last_id)),
+        "replaced": replaced_values(cells),
     }
 
 
-def replaced_values(window, last_id):
+def drift_counts(profile, model, cells):
+    """{column: counts per bin of its profile} from the cells d:<column>:<bin>."""
+    if profile is None:
+        return None
+    counts = {}
+    for column in model.columns:
+        size = len(profile["columns"][column]["shares"])
+        counts[column] = np.array([cells.get(f"d:{column}:{k}", 0) for k in range(size)])
+    return counts
+
+
+def replaced_values(cells):
     """{"rows", "by_field"}: the rows with values answered as missing ([predict] invalid =
-    "as_missing"), and how many of them had each field replaced. One GROUP BY: the distinct
-    sets of replaced fields are few."""
-    rows, by_field = 0, Tally()
-    if last_id is not None:
-        table = window.table
-        query = table.select(table.replaced, fn.COUNT(table.id)).where(
-            table.replaced.is_null(False)
-        )
-        for text, count in plain_rows(window.where(query.group_by(table.replaced), last_id)):
-            rows += int(count)
-            by_field.update(dict.fromkeys(parsed(text) or {}, int(count)))
-    return {"rows": rows, "by_field": dict(sorted(by_field.items()))}
+    "as_missing"), and how many of them had each field replaced."""
+    by_field = {
+        cell.split(":", 1)[1]: n for cell, n in cells.items() if cell.startswith("replaced:") and n
+    }
+    return {"rows": cells.get("replaced", 0), "by_field": dict(sorted(by_field.items()))}
 
 
 def checked_groups(work):
@@ -130,6 +138,23 @@ def checked_groups(work):
         return work()
     except GroupsError as error:
         raise ApiError(422, str(error)) from None
+
+
+class TimeLimit(Exception):
+    """/stats?by= ran out of STATS_TIME_LIMIT seconds."""
+
+
+def within_time_limit():
+    """pause() for a /stats?by=: lets the worker's other requests run, as let_others_run,
+    and raises TimeLimit once STATS_TIME_LIMIT seconds have passed since it was made."""
+    deadline = time.monotonic() + current_app.config["STATS_TIME_LIMIT"]
+
+    def pause():
+        let_others_run()
+        if time.monotonic() > deadline:
+            raise TimeLimit
+
+    return pause
 
 
 def group_stats(state, model, window, last_id, by, stored=None):
@@ -144,11 +169,21 @@ def group_stats(state, model, window, last_id, by, stored=None):
     own = report.stored_columns(table)
     columns = [table.observation, table.true_value, table.challenger_prediction, *own]
     stored = stored or (lambda row: row[4:])
+    pause = within_time_limit()
     chunks = (
         [(observation_of(row[1], model.contract), row[2], *stored(row)) for row in rows]
-        for rows in window.chunks(last_id, *columns)
+        for rows in window.chunks(last_id, *columns, pause=pause)
     )
-    return state.groups.report(by, chunks, report.outcomes, pause=let_others_run)
+    try:
+        return state.groups.report(by, chunks, report.outcomes, pause=pause)
+    except TimeLimit:
+        limit = current_app.config["STATS_TIME_LIMIT"]
+        raise ApiError(
+            503,
+            f"/stats?by= reads every row of its window and stopped after {limit:g} s "
+            "(STATS_TIME_LIMIT), so as not to hold a worker that serves predictions: ask for "
+            "a shorter window (?since=), or raise STATS_TIME_LIMIT",
+        ) from None
 
 
 def challenger_groups(state, model, challenger, shadowed, last_id, by):

@@ -1,24 +1,24 @@
 """Which stored rows /stats reads, and how: aggregated in SQL, or streamed in small chunks.
 
     window = Window(current_store(), since, until)   # every version; replace(version=...)
-    versions, last_id = window.in_transaction(window.versions)
+    last_id = window.in_transaction(window.last_id)
+    versions = window.in_transaction(partial(window.versions, counted))  # rollups.py's
     for rows in window.chunks(last_id, window.table.observation): ...
 
-Rows are only ever added: every query after the first is bounded by the last id the first
-one saw, so that the counts, the metrics and the drift describe the same rows. A chunk of
+Rows are only ever added: every query of one /stats is bounded by the last id seen first,
+so that the metrics and the groups describe the same rows. A chunk of
 CHUNK_ROWS rows at a time bounds the memory, and lets the other requests of a gevent
 worker run between two chunks (let_others_run).
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from itertools import pairwise
 
 import gevent
 from gevent import monkey
-from peewee import Case, fn
+from peewee import fn
 
 CHUNK_ROWS = 2000  # observations parsed at a time: bounds memory, and lets others run
 UNKNOWN_VERSION = "unknown"  # how /stats names the rows stored with no model_version
@@ -61,49 +61,42 @@ class Window:
             query = query.where(table.challenger_version == self.shadowed_by)
         return query
 
-    def versions(self):
-        """([{version, predictions, labelled, first_stored, last_stored}], the last id), in
-        one GROUP BY: the most recently used version first."""
-        table = self.table
-        query = self.where(
-            table.select(
-                table.model_version,
-                fn.COUNT(table.id),
-                fn.COUNT(table.true_value),
-                fn.MIN(table.created_at),
-                fn.MAX(table.created_at),
-                fn.MAX(table.id),
-            ).group_by(table.model_version),
-            None,
-        )
-        groups = sorted(query.tuples(), key=lambda group: group[-1], reverse=True)
-        versions = [
-            {
-                "version": UNKNOWN_VERSION if version is None else version,
-                "predictions": int(rows),
-                "labelled": int(labelled),
-                "first_stored": iso_or_none(first),
-                "last_stored": iso_or_none(last),
-            }
-            for version, rows, labelled, first, last, _ in groups
+    def last_id(self):
+        """The id of the last row stored (the primary key's index): every later query of one
+        /stats reads no row stored after the first."""
+        return self.table.select(fn.MAX(self.table.id)).scalar()
+
+    def versions(self, counted):
+        """[{version, predictions, labelled, first_stored, last_stored}] of the window, the
+        most recently used first: the rows from the rollups' counts (counted: {(version,
+        cell): n}); the times, and the labelled rows, from indexes (rollups.INDEXES)."""
+        found = []
+        for version in sorted({version for version, cell in counted if cell == "rows"}):
+            rows = counted[(version, "rows")]
+            if not rows:
+                continue
+            name = version or UNKNOWN_VERSION
+            of_version = replace(self, version=name)
+            table = self.table
+            query = table.select(fn.MIN(table.created_at), fn.MAX(table.created_at))
+            first, last = of_version.where(query, None).tuples().get()
+            labelled = table.select(fn.COUNT(table.id)).where(table.true_value.is_null(False))
+            latest = table.select(table.id).order_by(table.created_at.desc(), table.id.desc())
+            found.append(
+                {
+                    "latest": of_version.where(latest.limit(1), None).scalar(),
+                    "version": name,
+                    "predictions": rows,
+                    "labelled": of_version.where(labelled, None).scalar(),
+                    "first_stored": iso_or_none(as_datetime(first)),
+                    "last_stored": iso_or_none(as_datetime(last)),
+                }
+            )
+        # The version whose latest row was stored last comes first (that row's id).
+        return [
+            {key: value for key, value in version.items() if key != "latest"}
+            for version in sorted(found, key=lambda v: v["latest"], reverse=True)
         ]
-        return versions, (groups[0][-1] if groups else None)
-
-    def probability_bins(self, last_id):
-        """Rows per bin [k/10, (k+1)/10) of the stored probability, in one query.
-
-        SQL counts the rows below each bin's upper edge (proba * 10 < k, which is
-        floor(proba * 10) < k); the bins are the differences. 1.0 falls in the last bin,
-        and a row without a probability in none.
-        """
-        if last_id is None:
-            return [0] * 10
-        proba = self.table.proba
-        below = [fn.SUM(Case(None, [(proba * 10 < k, 1)], 0)) for k in range(1, 10)]
-        query = self.where(self.table.select(fn.COUNT(proba), *below), last_id)
-        count, *cumulative = query.tuples().get()
-        cumulative = [0, *(int(c or 0) for c in cumulative), int(count)]
-        return [high - low for low, high in pairwise(cumulative)]
 
     def labelled(self, last_id, *columns):
         """(true_value, *columns) of the labelled rows, as the driver's tuples."""
@@ -113,8 +106,10 @@ class Window:
         query = table.select(table.true_value, *columns).where(table.true_value.is_null(False))
         return plain_rows(self.where(query, last_id))
 
-    def chunks(self, last_id, *columns):
-        """(id, *columns) of the rows, CHUNK_ROWS at a time, each chunk in its own query."""
+    def chunks(self, last_id, *columns, pause=None):
+        """(id, *columns) of the rows, CHUNK_ROWS at a time, each chunk in its own query;
+        pause() between two (default let_others_run)."""
+        pause = pause or let_others_run
         after = None
         while last_id is not None:
             table = self.table
@@ -126,7 +121,7 @@ class Window:
                 return
             yield rows
             after = rows[-1][0]
-            let_others_run()
+            pause()
 
 
 def plain_rows(query):
@@ -154,3 +149,10 @@ def parsed(text):
 
 def iso_or_none(moment):
     return None if moment is None else moment.isoformat() + "Z"
+
+
+def as_datetime(value):
+    """A MIN or MAX of created_at: SQLite answers the stored text, PostgreSQL a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)

@@ -1,0 +1,292 @@
+"""Counts per hour of the stored rows, kept as the rows are written: what lets /stats count a
+window of millions of rows without reading them.
+
+    rollups = Rollups(store, model, profile)   # monitoring.init_app
+    rollups.upgrade()                           # at start-up: the table, filled if new
+    counted = rollups.count(window)             # /stats: {cell: (n, ...)} of a window
+
+The table prediction_rollup holds one row per (hour, model version, cell): `n` rows stored
+in that hour by that version fall in that cell. The cells (a name each):
+
+* `rows`, `unreadable` (an observation this model
+  would refuse), `replaced` and `replaced:<field>` ([predict] invalid = "as_missing");
+* `d:<column>:<bin>`: the readable observations in each bin of the training profile
+  (drift.py), so that the drift of any window is a sum;
+* a binary classifier's `p:<bin>` (the stored probability in tenths), a multiclass one's
+  `c:<class index>` (the predicted class) and `t:<bin>` (its top probability in tenths).
+
+Like whylogs' profiles, cells merge by addition: a window of whole hours is a SUM over the
+table, and the part of an hour at each end of a window is counted from its rows (at most
+two hours of them). The service counts the rows it writes in the transaction that writes
+them (store.py sends rows_stored inside it, and marks them rolled_up), so the counts never
+disagree with the rows; rows written otherwise (by an earlier release, by hand) are counted
+by the next /stats (catch_up). A new table, or one made for another model, profile or
+release of these cells (the `signature` kept in prediction_rollup_state), is counted again
+from every row at start-up. Labels change no count: the labelled rows are read from their
+own partial index (window.py, reports.py).
+"""
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import timedelta
+
+from peewee import EXCLUDED, BigIntegerField, DateTimeField, Model, TextField, fn
+
+from model_service import migrations
+from model_service.monitoring.drift import count_bins, readable_columns
+from model_service.monitoring.reports import MulticlassReport
+from model_service.monitoring.window import UNKNOWN_VERSION, as_datetime, parsed, plain_rows
+from model_service.signals import rows_stored
+
+log = logging.getLogger("app")
+
+FORMAT = 1  # the release of the cells: a change of what they mean fills the table again
+HOUR = timedelta(hours=1)
+BACKFILL_ROWS = 5000  # rows read at a time when the table is filled from the stored rows
+# The columns of a stored row the cells are counted from, in this order.
+ROW_COLUMNS = (
+    "created_at",
+    "model_version",
+    "observation",
+    "proba",
+    "prediction",
+    "true_value",
+    "replaced",
+)
+
+
+class Rollup(Model):
+    hour = DateTimeField()  # the start of the hour, UTC, as created_at
+    model_version = TextField()  # "" for rows stored without a version
+    cell = TextField()
+    n = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "prediction_rollup"
+        indexes = ((("model_version", "hour", "cell"), True),)
+
+
+class RollupState(Model):
+    name = TextField(primary_key=True)
+    value = TextField()
+
+    class Meta:
+        table_name = "prediction_rollup_state"
+
+
+def hour_of(moment):
+    """The hour a stored time falls in (SQLite's driver answers created_at as text)."""
+    return as_datetime(moment).replace(minute=0, second=0, microsecond=0)
+
+
+def tenth(probability):
+    """The bin of a probability in [0, 1]: 0 to 9, 1.0 in the last (as window.py's SQL)."""
+    return min(int(probability * 10), 9)
+
+
+class Rollups:
+    """The counts of one service's table: written with the rows, read by /stats."""
+
+    def __init__(self, store, model, profile):
+        self.store, self.model, self.profile = store, model, profile
+        database = store.database
+        self.tables = [Rollup, RollupState]
+        for table in self.tables:
+            table.bind(database)  # the store's DatabaseProxy: the same connection
+        self.signature = json.dumps(
+            {
+                "format": FORMAT,
+                "task": model.task.name,
+                "classes": getattr(model.task, "classes", None),
+                "columns": model.columns,
+                "profile": profile and {c: profile["columns"][c] for c in model.columns},
+            },
+            sort_keys=True,
+        )
+        self.multiclass = MulticlassReport(model.task) if model.task.name == "multiclass" else None
+        rows_stored.connect(self.on_rows_stored, sender=store)
+
+    # --- counting rows --------------------------------------------------------------
+
+    def cells_of(self, rows):
+        """Counter {(hour, version, cell): n} of rows, tuples of ROW_COLUMNS."""
+        found = Counter()
+        by_bucket = {}
+        for row in rows:
+            key = (hour_of(row[0]), row[1] or "")
+            by_bucket.setdefault(key, []).append(row)
+        for (hour, version), bucket in by_bucket.items():
+            for cell, n in self.bucket_cells(bucket).items():
+                if n:
+                    found[(hour, version, cell)] += n
+        return found
+
+    def bucket_cells(self, rows):
+        """Counter {cell: n} of rows of one hour and version."""
+        cells = Counter(rows=len(rows))
+        columns, unreadable = readable_columns([row[2] for row in rows], self.model)
+        cells["unreadable"] = unreadable
+        if self.profile and len(rows) > unreadable:
+            for column, values in columns.items():
+                counts = count_bins(self.profile["columns"][column], values)
+                for index, count in enumerate(counts.tolist()):
+                    cells[f"d:{column}:{index}"] = count
+        for row in rows:
+            fields = parsed(row[6])
+            if fields:
+                cells["replaced"] += 1
+                cells.update(f"replaced:{field}" for field in fields)
+        self.count_predictions(rows, cells)
+        return cells
+
+    def count_predictions(self, rows, cells):
+        """The distribution of the answers: as reports.py reads the stored outputs."""
+        if self.model.task.name == "binary":
+            cells.update(f"p:{tenth(row[3])}" for row in rows if row[3] is not None)
+        elif self.model.task.name == "multiclass":
+            for row in rows:
+                read = self.multiclass.read(row[4])
+                if read is not None:
+                    cells[f"c:{read[0]}"] += 1
+                    cells[f"t:{tenth(max(read[1]))}"] += 1
+
+    # --- writing --------------------------------------------------------------------
+
+    def add(self, cells):
+        """Add the counts to the table, in the transaction of the rows they count.
+
+        One INSERT ... ON CONFLICT DO UPDATE, its rows in key order: two workers that
+        count the same cells lock them in the same order, and never deadlock.
+        """
+        rows = [
+            {"hour": hour, "model_version": version, "cell": cell, "n": n}
+            for (hour, version, cell), n in sorted(cells.items())
+            if n
+        ]
+        for start in range(0, len(rows), 500):
+            Rollup.insert_many(rows[start : start + 500]).on_conflict(
+                conflict_target=[Rollup.model_version, Rollup.hour, Rollup.cell],
+                update={Rollup.n: Rollup.n + EXCLUDED.n},
+            ).execute()
+
+    def on_rows_stored(self, _store, rows):
+        """store.py: new rows (peewee instances), in the transaction that inserts them."""
+        self.add(self.cells_of([tuple(getattr(row, c) for c in ROW_COLUMNS) for row in rows]))
+
+    # --- start-up: the table, filled from the rows when it is new -------------------
+
+    def upgrade(self):
+        """Create the tables; fill the counts from every stored row when they are new or
+        were made for another model (signature). Returns what it did, for the log."""
+        database = self.store.database
+        for table in self.tables:
+            migrations.upgrade(database, table)
+        for statement in INDEXES:  # what /stats's lookups of the rows need
+            database.execute_sql(statement.format(table=self.store.table._meta.table_name))
+        started = time.monotonic()
+        with migrations.exclusive_transaction(unproxied(database)):
+            state = RollupState.get_or_none(RollupState.name == "signature")
+            table = self.store.table
+            emptied = not plain_rows(table.select(table.id).limit(1))  # a new or emptied table
+            if emptied or state is None or state.value != self.signature:  # count again
+                Rollup.delete().execute()
+                table.update(rolled_up=None).where(table.rolled_up.is_null(False)).execute()
+                RollupState.insert(name="signature", value=self.signature).on_conflict(
+                    conflict_target=[RollupState.name], update={RollupState.value: self.signature}
+                ).execute()
+        rows = self.catch_up()
+        if not rows:
+            return None
+        seconds = time.monotonic() - started
+        return f"counted {rows} stored rows into prediction_rollup in {seconds:.1f} s"
+
+    def catch_up(self):
+        """Count the rows nobody counted yet (rolled_up NULL): rows written by a release
+        before this one, or by hand. The service's own rows are counted as it writes them.
+        A few thousand at a time, each chunk in a transaction that two processes take in
+        turns, so that no row is counted twice. Returns how many it counted."""
+        table, total = self.store.table, 0
+        uncounted = table.select(table.id).where(table.rolled_up.is_null()).limit(1)
+        if not plain_rows(uncounted):  # the usual case: one lookup in a partial index
+            return 0
+        columns = [table.id, *(getattr(table, name) for name in ROW_COLUMNS)]
+        while True:
+            with migrations.exclusive_transaction(unproxied(self.store.database)):
+                query = table.select(*columns).where(table.rolled_up.is_null()).order_by(table.id)
+                rows = plain_rows(query.limit(BACKFILL_ROWS))
+                if not rows:
+                    return total
+                self.add(self.cells_of([row[1:] for row in rows]))
+                ids = [row[0] for row in rows]
+                table.update(rolled_up=1).where(table.id.in_(ids)).execute()
+            total += len(rows)
+
+    # --- reading --------------------------------------------------------------------
+
+    def count(self, window, last_id):
+        """Counter {(version, cell): n} over the window: whole hours from the table, the
+        parts of hours at its ends from their rows (up to last_id). Rows nobody counted
+        yet are counted first (catch_up)."""
+        self.catch_up()
+        first_whole = None if window.since is None else hour_of(window.since + HOUR - _TICK)
+        end_whole = None if window.until is None else hour_of(window.until)
+        counted = Counter()
+        query = Rollup.select(Rollup.model_version, Rollup.cell, fn.SUM(Rollup.n))
+        if first_whole is not None:
+            query = query.where(Rollup.hour >= first_whole)
+        if end_whole is not None:
+            query = query.where(Rollup.hour < end_whole)
+        if window.version is not None:
+            query = query.where(Rollup.model_version == version_key(window.version))
+        for version, cell, n in plain_rows(query.group_by(Rollup.model_version, Rollup.cell)):
+            counted[(version, cell)] += int(n)
+        for start, end in edges(window.since, window.until, first_whole, end_whole):
+            counted.update(self.count_rows(window, last_id, start, end))
+        return counted
+
+    def count_rows(self, window, last_id, start, end):
+        table = self.store.table
+        query = table.select(*(getattr(table, name) for name in ROW_COLUMNS))
+        query = window.where(query.where(table.created_at >= start), last_id)
+        if end is not None:
+            query = query.where(table.created_at < end)
+        counted = Counter()
+        for (_, version, cell), n in self.cells_of(plain_rows(query)).items():
+            counted[(version, cell)] += n
+        return counted
+
+
+_TICK = timedelta(microseconds=1)
+# The first and last time of each version (window.versions), the rows at the ends of a
+# window (count_rows), and the labelled rows of a window (reports.py): each a range of an
+# index, not a scan of the table. IF NOT EXISTS: both databases; two replicas at once too.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS {table}_created_at ON {table} (created_at)",
+    "CREATE INDEX IF NOT EXISTS {table}_version_created_at ON {table} (model_version, created_at)",
+    "CREATE INDEX IF NOT EXISTS {table}_labelled ON {table} (model_version, created_at) "
+    "WHERE true_value IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS {table}_not_rolled_up ON {table} (id) WHERE rolled_up IS NULL",
+)
+
+
+def edges(since, until, first_whole, end_whole):
+    """The parts of hours at the ends of [since, until) that whole hours do not cover."""
+    if since is not None and until is not None and first_whole >= end_whole:
+        return [(since, until)]  # within one hour, or two hours' parts
+    found = []
+    if since is not None and since < first_whole:
+        found.append((since, first_whole))
+    if until is not None and end_whole < until:
+        found.append((end_whole, until))
+    return found
+
+
+def version_key(version):
+    """How the table names a version: "" for the rows stored without one."""
+    return "" if version == UNKNOWN_VERSION else version
+
+
+def unproxied(database):
+    return getattr(database, "obj", database)
