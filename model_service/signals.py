@@ -16,3 +16,4 @@ values_replaced = signals.signal("values-replaced")  # replaced=[{field: why}, .
 challenger_scored = signals.signal("challenger-scored")  # scored=, failed=, skipped=
 # In the transaction that writes them (store.py), for counts kept beside the rows (rollups):
 rows_stored = signals.signal("rows-stored")  # rows=[the new rows, peewee instances]
+row_labelled = signals.signal("row-labelled")  # before=, after=: a row as it was, as it is

@@ -19,7 +19,7 @@ from model_service.database import discard_connections, in_transaction
 from model_service.errors import ApiError, StartupError
 from model_service.parsing import read_observation
 from model_service.scoring import score_each
-from model_service.signals import predictions_answered, rows_stored, values_replaced
+from model_service.signals import predictions_answered, row_labelled, rows_stored, values_replaced
 
 log = logging.getLogger("app")
 
@@ -95,14 +95,22 @@ class Store:
 
     def label(self, key, **values):
         """Set a row's true value (values: true_value, true_class); the row, or None when
-        the key is not stored."""
+        the key is not stored. row_labelled tells the counts what changed (before, after).
+
+        The row is locked first (an update that changes nothing: SQLite's write lock,
+        PostgreSQL's row lock), then read: two /update of one id at once take turns, and
+        the second reads the first's value as its `before`."""
         table = self.table
         of_key = table.observation_key == key
 
         def update():
-            if not table.update(**values).where(of_key).execute():
+            if not table.update(true_value=table.true_value).where(of_key).execute():
                 return None
-            return table.get(of_key)
+            before = table.get(of_key)
+            table.update(**values).where(of_key).execute()
+            after = table.get(of_key)
+            row_labelled.send(self, before=before, after=after)
+            return after
 
         return self.in_transaction(update)
 

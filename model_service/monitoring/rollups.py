@@ -32,18 +32,19 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from peewee import EXCLUDED, BigIntegerField, DateTimeField, Model, TextField, fn
+from peewee import EXCLUDED, BigIntegerField, Case, DateTimeField, DoubleField, Model, TextField, fn
 
 from model_service import migrations
 from model_service.monitoring.drift import count_bins, readable_columns
-from model_service.monitoring.reports import MulticlassReport
+from model_service.monitoring.quality_cells import Sums, labelled_cells
+from model_service.monitoring.reports import REPORTS, MulticlassReport
 from model_service.monitoring.window import UNKNOWN_VERSION, as_datetime, parsed, plain_rows
-from model_service.signals import rows_stored
+from model_service.signals import row_labelled, rows_stored
 
 log = logging.getLogger("app")
 
-FORMAT = 1  # the release of the cells: a change of what they mean fills the table again
-HOUR = timedelta(hours=1)
+FORMAT = 2  # the release of the cells: a change of what they mean fills the table again
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 BACKFILL_ROWS = 5000  # rows read at a time when the table is filled from the stored rows
 # The columns of a stored row the cells are counted from, in this order.
 ROW_COLUMNS = (
@@ -54,6 +55,8 @@ ROW_COLUMNS = (
     "prediction",
     "true_value",
     "replaced",
+    "threshold",
+    "positive_class",
 )
 
 
@@ -62,6 +65,10 @@ class Rollup(Model):
     model_version = TextField()  # "" for rows stored without a version
     cell = TextField()
     n = BigIntegerField(default=0)
+    s = DoubleField(null=True)  # sums of the labelled cells (quality_cells.py)
+    q = DoubleField(null=True)
+    lo = DoubleField(null=True)  # the lowest and highest score of an AUC bin
+    hi = DoubleField(null=True)
 
     class Meta:
         table_name = "prediction_rollup"
@@ -106,22 +113,37 @@ class Rollups:
             sort_keys=True,
         )
         self.multiclass = MulticlassReport(model.task) if model.task.name == "multiclass" else None
+        self.report = REPORTS[model.task.name](model.task)
         rows_stored.connect(self.on_rows_stored, sender=store)
+        row_labelled.connect(self.on_row_labelled, sender=store)
 
     # --- counting rows --------------------------------------------------------------
 
-    def cells_of(self, rows):
-        """Counter {(hour, version, cell): n} of rows, tuples of ROW_COLUMNS."""
-        found = Counter()
+    def cells_of(self, rows, labels_only=False):
+        """Sums {(hour, version, cell): [n, s, q, lo, hi]} of rows, tuples of ROW_COLUMNS
+        (the AUC cells A:... under the day instead of the hour)."""
+        found = Sums()
         by_bucket = {}
         for row in rows:
             key = (hour_of(row[0]), row[1] or "")
             by_bucket.setdefault(key, []).append(row)
         for (hour, version), bucket in by_bucket.items():
-            for cell, n in self.bucket_cells(bucket).items():
-                if n:
-                    found[(hour, version, cell)] += n
+            if not labels_only:
+                for cell, n in self.bucket_cells(bucket).items():
+                    if n:
+                        found.add((hour, version, cell), n)
+            labelled = [self.stored(row) for row in bucket if row[5] is not None]
+            day = hour.replace(hour=0)
+            for cell, (n, s, q, lo, hi) in labelled_cells(self.report, labelled).items():
+                when = day if cell.startswith("A:") else hour
+                found.add((when, version, cell), n, s, q, lo, hi)
         return found
+
+    def stored(self, row):
+        """(true value, *the columns reports.py reads) of a row of ROW_COLUMNS."""
+        if self.model.task.name == "binary":
+            return (row[5], row[3], row[7], row[8])
+        return (row[5], row[4])
 
     def bucket_cells(self, rows):
         """Counter {cell: n} of rows of one hour and version."""
@@ -161,19 +183,43 @@ class Rollups:
         count the same cells lock them in the same order, and never deadlock.
         """
         rows = [
-            {"hour": hour, "model_version": version, "cell": cell, "n": n}
-            for (hour, version, cell), n in sorted(cells.items())
-            if n
-        ]
+            {"hour": hour, "model_version": version, "cell": cell, "n": n, "s": s, "q": q,
+             "lo": lo, "hi": hi}
+            for (hour, version, cell), (n, s, q, lo, hi) in sorted(cells.items())
+            if n or s or q
+        ]  # fmt: skip
         for start in range(0, len(rows), 500):
             Rollup.insert_many(rows[start : start + 500]).on_conflict(
                 conflict_target=[Rollup.model_version, Rollup.hour, Rollup.cell],
-                update={Rollup.n: Rollup.n + EXCLUDED.n},
+                update={
+                    Rollup.n: Rollup.n + EXCLUDED.n,
+                    Rollup.s: fn.COALESCE(Rollup.s, 0) + fn.COALESCE(EXCLUDED.s, 0),
+                    Rollup.q: fn.COALESCE(Rollup.q, 0) + fn.COALESCE(EXCLUDED.q, 0),
+                    # The lowest and highest (CASE: SQLite's MIN(a, b) is PostgreSQL's LEAST).
+                    Rollup.lo: Case(
+                        None,
+                        [(Rollup.lo.is_null() | (EXCLUDED.lo < Rollup.lo), EXCLUDED.lo)],
+                        Rollup.lo,
+                    ),
+                    Rollup.hi: Case(
+                        None,
+                        [(Rollup.hi.is_null() | (EXCLUDED.hi > Rollup.hi), EXCLUDED.hi)],
+                        Rollup.hi,
+                    ),
+                },
             ).execute()
 
     def on_rows_stored(self, _store, rows):
         """store.py: new rows (peewee instances), in the transaction that inserts them."""
         self.add(self.cells_of([tuple(getattr(row, c) for c in ROW_COLUMNS) for row in rows]))
+
+    def on_row_labelled(self, _store, before, after):
+        """store.py: a row's true value set or corrected: its labelled cells move."""
+        cells = self.cells_of([tuple(getattr(after, c) for c in ROW_COLUMNS)], labels_only=True)
+        earlier = self.cells_of([tuple(getattr(before, c) for c in ROW_COLUMNS)], True)
+        for key, (n, s, q, _, _) in earlier.items():
+            cells.add(key, -n, -s, -q)  # lo and hi stay: they only ever widen
+        self.add(cells)
 
     # --- start-up: the table, filled from the rows when it is new -------------------
 
@@ -226,36 +272,76 @@ class Rollups:
     # --- reading --------------------------------------------------------------------
 
     def count(self, window, last_id):
-        """Counter {(version, cell): n} over the window: whole hours from the table, the
-        parts of hours at its ends from their rows (up to last_id). Rows nobody counted
-        yet are counted first (catch_up)."""
+        """Sums {(version, cell): [n, s, q, lo, hi]} over the window but the AUC cells: whole
+        hours from the table, the parts of hours at its ends from their rows (up to
+        last_id). Rows nobody counted yet are counted first (catch_up)."""
         self.catch_up()
-        first_whole = None if window.since is None else hour_of(window.since + HOUR - _TICK)
-        end_whole = None if window.until is None else hour_of(window.until)
-        counted = Counter()
-        query = Rollup.select(Rollup.model_version, Rollup.cell, fn.SUM(Rollup.n))
-        if first_whole is not None:
-            query = query.where(Rollup.hour >= first_whole)
-        if end_whole is not None:
-            query = query.where(Rollup.hour < end_whole)
+        hours = whole(window.since, window.until, HOUR)
+        found = self.sum_table(window, hours, ~Rollup.cell.startswith("A:"))
+        for start, end in edges(window.since, window.until, *hours):
+            for (_, version, cell), value in self.count_rows(window, last_id, start, end):
+                if not cell.startswith("A:"):
+                    found.add((version, cell), *value)
+        return found
+
+    def count_auc(self, window, last_id):
+        """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window: kept per
+        day, so the parts of days at its ends come from their labelled rows."""
+        days = whole(window.since, window.until, DAY)
+        found = self.sum_table(window, days, Rollup.cell.startswith("A:"))
+        for start, end in edges(window.since, window.until, *days):
+            for (_, version, cell), value in self.count_rows(window, last_id, start, end, True):
+                if cell.startswith("A:"):
+                    found.add((version, cell), *value)
+        return found
+
+    def sum_table(self, window, bounds, cells):
+        first, end = bounds
+        query = Rollup.select(
+            Rollup.model_version,
+            Rollup.cell,
+            fn.SUM(Rollup.n),
+            fn.SUM(Rollup.s),
+            fn.SUM(Rollup.q),
+            fn.MIN(Rollup.lo),
+            fn.MAX(Rollup.hi),
+        ).where(cells)
+        if first is not None:
+            query = query.where(Rollup.hour >= first)
+        if end is not None:
+            query = query.where(Rollup.hour < end)
         if window.version is not None:
             query = query.where(Rollup.model_version == version_key(window.version))
-        for version, cell, n in plain_rows(query.group_by(Rollup.model_version, Rollup.cell)):
-            counted[(version, cell)] += int(n)
-        for start, end in edges(window.since, window.until, first_whole, end_whole):
-            counted.update(self.count_rows(window, last_id, start, end))
-        return counted
+        found = Sums()
+        for version, cell, n, s, q, lo, hi in plain_rows(
+            query.group_by(Rollup.model_version, Rollup.cell)
+        ):
+            found.add((version, cell), int(n), s or 0.0, q or 0.0, lo, hi)
+        return found
 
-    def count_rows(self, window, last_id, start, end):
+    def count_rows(self, window, last_id, start, end, labelled=False):
         table = self.store.table
         query = table.select(*(getattr(table, name) for name in ROW_COLUMNS))
         query = window.where(query.where(table.created_at >= start), last_id)
         if end is not None:
             query = query.where(table.created_at < end)
-        counted = Counter()
-        for (_, version, cell), n in self.cells_of(plain_rows(query)).items():
-            counted[(version, cell)] += n
-        return counted
+        if labelled:
+            query = query.where(table.true_value.is_null(False))
+        return self.cells_of(plain_rows(query), labels_only=labelled).items()
+
+
+def whole(since, until, size):
+    """(the first whole bucket of `size` in the window, the end of the last), None: open."""
+    first = None if since is None else floor(since + size - _TICK, size)
+    end = None if until is None else floor(until, size)
+    return first, end
+
+
+def floor(moment, size):
+    moment = as_datetime(moment)
+    if size == DAY:
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 _TICK = timedelta(microseconds=1)

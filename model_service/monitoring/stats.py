@@ -26,14 +26,17 @@ answered as missing, [predict] invalid = "as_missing": how many, and how many pe
 """
 
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
+from sklearn.metrics import roc_auc_score
 
 from model_service.errors import ApiError
+from model_service.monitoring import quality_cells
 from model_service.monitoring.comparison import challenger_columns, compare
 from model_service.monitoring.drift import drift_report, observation_of
 from model_service.monitoring.metrics import count_rules
@@ -63,9 +66,16 @@ def serve_stats():
 
     # The counts first (rollups.py): the last id they saw bounds every later query.
     last_id, counted = window.in_transaction(partial(count_window, state.rollups, window))
-    versions = window.in_transaction(partial(window.versions, counted))
+    versions = window.in_transaction(
+        partial(window.versions, Counter({k: v[0] for k, v in counted.items()}))
+    )
     window = replace(window, version=reported)
-    cells = {cell: n for (version, cell), n in counted.items() if version == version_key(reported)}
+    sums = {
+        cell: value
+        for (version, cell), value in counted.items()
+        if version == version_key(reported)
+    }
+    cells = {cell: value[0] for cell, value in sums.items()}
     count = cells.get("rows", 0)
     head = {
         "model": describe_model(model, reported, state.profile),
@@ -74,7 +84,8 @@ def serve_stats():
     challenger = current_app.config.get("CHALLENGER")
     shadowed = challenger and replace(window, shadowed_by=challenger.version)
     if by is None:
-        body = whole_stats(state, model, window, last_id, versions, cells)
+        labelled = sum(v["labelled"] for v in versions if v["version"] == reported)
+        body = whole_stats(state, model, window, last_id, versions, sums, labelled)
         body["challenger"] = shadowed and compare(shadowed, last_id, model, challenger)
         return jsonify(**head, **body)
     answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
@@ -87,16 +98,22 @@ def serve_stats():
 
 
 def count_window(rollups, window):
+    """(the last id, the window's sums {(version, cell): [n, s, q, lo, hi]}: rollups.py)."""
     last_id = window.last_id()
     return last_id, rollups.count(window, last_id)
 
 
-def whole_stats(state, model, window, last_id, versions, cells):
-    """/stats without by: the versions, the quality of the task, and the drift. Everything
-    but the labelled rows' metrics comes from the rollups' counts of the window (cells)."""
+def whole_stats(state, model, window, last_id, versions, sums, labelled):
+    """/stats without by: the versions, the quality of the task, and the drift, from the
+    rollups' sums of the window. The metrics: from the labelled rows themselves while there
+    are at most EXACT_LABELLED_ROWS; beyond, a classifier's from the sums too."""
     report = REPORTS[model.task.name](model.task)
+    cells = {cell: value[0] for cell, value in sums.items()}
     count, unreadable = cells.get("rows", 0), cells.get("unreadable", 0)
-    quality = report.summary(window, last_id, cells)
+    if labelled > quality_cells.EXACT_LABELLED_ROWS and model.task.name != "regression":
+        quality = summary_of_many(report, window, last_id, state.rollups, sums)
+    else:
+        quality = report.summary(window, last_id, cells)
     drift_by_column, drift_note = drift_report(
         state.profile, state.profile_note, drift_counts(state.profile, model, cells),
         count - unreadable, count,
@@ -110,6 +127,26 @@ def whole_stats(state, model, window, last_id, versions, cells):
         "unreadable_observations": unreadable,
         "replaced": replaced_values(cells),
     }
+
+
+def summary_of_many(report, window, last_id, rollups, sums):
+    """The quality keys from the sums (quality_cells.py); ROC AUC from the rows themselves
+    when its bins cannot bound its error within AUC_ERROR_LIMIT."""
+    auc = window.in_transaction(partial(rollups.count_auc, window, last_id))
+    version = version_key(window.version)
+    auc = {cell: value for (found, cell), value in auc.items() if found == version}
+    cells = {cell: value[0] for cell, value in sums.items()}
+    quality = quality_cells.summary_from_cells(report, sums, auc, cells)
+    bound = quality["metrics"].get("roc_auc_error_bound")
+    if bound is not None and bound > quality_cells.AUC_ERROR_LIMIT:
+        table = window.table
+        rows = window.in_transaction(
+            lambda: window.labelled(last_id, table.proba, table.threshold, table.positive_class)
+        )
+        truth, score, *_ = report.judge(rows)
+        quality["metrics"]["roc_auc"] = float(roc_auc_score(truth, score))
+        quality["metrics"]["roc_auc_error_bound"] = None
+    return quality
 
 
 def drift_counts(profile, model, cells):

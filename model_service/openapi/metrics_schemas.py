@@ -89,6 +89,18 @@ METRICS_SCHEMAS = {
                 "allOf": [{"$ref": "#/components/schemas/ConfusionMatrix"}],
                 "properties": {"labels": {"maxItems": 2}},
             },
+            "roc_auc_error_bound": {
+                "description": text(
+                    """
+                    Present when the window holds more than 100,000 labelled rows: roc_auc then
+                    comes from fine score bins (monitoring/quality_cells.py), and differs from
+                    scikit-learn's on the rows by at most this (0 when exact, at most 0.001)
+                    """
+                ),
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 0.001,
+            },
             "thresholds": {
                 "description": "The thresholds the labelled rows were decided at, smallest first",
                 "type": "array",

@@ -1,0 +1,90 @@
+"""/stats beyond EXACT_LABELLED_ROWS labelled rows: a classifier's quality from the sums
+kept per hour (monitoring/quality_cells.py) equals what the labelled rows themselves give
+(scikit-learn's), but ROC AUC, which comes from fine score bins within its stated bound;
+and the bound holds on adversarial scores (every score in one bin, many ties)."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from test_stats_tasks import ADMIN, MODELS, send, serve
+
+from model_service.monitoring import quality_cells
+from model_service.monitoring.quality_cells import Sums, auc_bin, auc_of
+
+
+def close(actual, expected, path=""):
+    """Equal, numbers to a relative 1e-9 (sums in another order)."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), path
+        for key in expected:
+            close(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), path
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            close(a, e, f"{path}[{index}]")
+    elif isinstance(expected, float) and isinstance(actual, float):
+        assert math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-15), path
+    else:
+        assert actual == expected, path
+
+
+@pytest.mark.parametrize("name", ["titanic", "wine"])
+def test_the_sums_give_what_the_rows_give(name, database_url, monkeypatch):
+    model_dir, observations, truths = MODELS[name]()
+    app, client = serve(database_url, model_dir)
+    field = app.config["MODEL"].task.truth_field
+    send(client, 0, observations, truths, field)
+    # Corrected labels: the sums must move the row from one cell to another.
+    for i in range(1, 40, 4):
+        client.post("/update", json={"id": i, field: truths[(i + 1) % len(truths)]})
+    from_rows = client.get("/stats", headers=ADMIN).json
+    monkeypatch.setattr(quality_cells, "EXACT_LABELLED_ROWS", 0)
+    from_sums = client.get("/stats", headers=ADMIN).json
+    metrics = from_sums["metrics"]
+    if name == "titanic":
+        bound = metrics.pop("roc_auc_error_bound")
+        assert 0 <= bound <= quality_cells.AUC_ERROR_LIMIT
+        assert abs(metrics["roc_auc"] - from_rows["metrics"]["roc_auc"]) <= bound
+        metrics["roc_auc"] = from_rows["metrics"]["roc_auc"]
+    close(from_sums, from_rows)
+
+
+def auc_bound_holds(truth, score):
+    """auc_of over the bins of these scores: within its bound of scikit-learn's."""
+    sums = Sums()
+    for b, t, s in zip(auc_bin(score), truth, score, strict=True):
+        sums.add(f"A:{b}:{int(t)}", 1, lo=float(s), hi=float(s))
+    auc, bound = auc_of(sums)
+    assert abs(auc - roc_auc_score(truth, score)) <= bound + 1e-12
+    return auc, bound
+
+
+def test_the_auc_bound_holds_on_adversarial_scores():
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 2, 2000).astype(bool)
+    # Every score in one bin, all different: nothing is known of their order but the bound.
+    one_bin = 0.5 + rng.random(2000) * 0.0009 * truth
+    _, bound = auc_bound_holds(truth, one_bin)
+    assert bound == pytest.approx(0.5)
+    # Many ties: equal scores within a bin are ties, exactly, whatever their classes.
+    ties = rng.choice([0.1, 0.2, 0.2000001, 0.7], 2000)
+    auc, bound = auc_bound_holds(truth, ties)
+    assert bound > 0  # 0.2 and 0.2000001 share a bin
+    assert auc_bound_holds(truth, rng.choice([0.1, 0.4, 0.9], 2000))[1] == 0
+    # Spread scores: the bound is small, and the error smaller.
+    spread = np.clip(rng.normal(0.4 + 0.2 * truth, 0.2), 0, 1)
+    assert auc_bound_holds(truth, spread)[1] < quality_cells.AUC_ERROR_LIMIT
+
+
+def test_an_auc_whose_bound_is_too_wide_comes_from_the_rows(tmp_path, monkeypatch):
+    model_dir, observations, truths = MODELS["titanic"]()
+    app, client = serve(f"sqlite:///{tmp_path / 'p.db'}", model_dir)
+    send(client, 0, observations, truths, "true_class")
+    expected = client.get("/stats", headers=ADMIN).json["metrics"]["roc_auc"]
+    monkeypatch.setattr(quality_cells, "EXACT_LABELLED_ROWS", 0)
+    monkeypatch.setattr(quality_cells, "AUC_ERROR_LIMIT", 0)  # every bound is too wide
+    metrics = client.get("/stats", headers=ADMIN).json["metrics"]
+    assert metrics["roc_auc"] == expected
+    assert metrics["roc_auc_error_bound"] is None
