@@ -36,6 +36,7 @@ from model_service.database import DATABASE_ERRORS
 from model_service.errors import StartupError
 from model_service.monitoring import metrics, stats
 from model_service.monitoring.drift import load_profile
+from model_service.monitoring.group_cells import GroupCells
 from model_service.monitoring.groups import Groups
 from model_service.monitoring.rollups import Rollups
 from model_service.monitoring.rules import GroupsError
@@ -51,6 +52,7 @@ class Monitoring:
     profile_note: str | None  # why there is no usable profile
     groups: Groups  # /stats?by=: the groups and the rules of api.toml [stats]
     rollups: Rollups  # the counts per hour that /stats sums (rollups.py)
+    grouped: GroupCells  # /stats?by= on a declared grouping, from those counts
 
 
 def init_app(app):
@@ -63,7 +65,8 @@ def init_app(app):
         checked = Groups(model.contract.stats_settings or {}, min_labelled, model, profile, note)
     except GroupsError as error:
         raise StartupError(str(error)) from None
-    rollups = Rollups(app.extensions["store"], model, profile)
+    grouped = GroupCells(checked, model)  # the declared groupings, counted as rows come
+    rollups = Rollups(app.extensions["store"], model, profile, grouped)
     try:
         done = rollups.upgrade()  # the counts of /stats: created, or filled from the rows
     except DATABASE_ERRORS as error:
@@ -72,6 +75,6 @@ def init_app(app):
         app.extensions["store"].discard_connections()  # gunicorn forks workers next
     if done:
         log.info("database upgraded: %s", done)
-    app.extensions["monitoring"] = Monitoring(profile, note, checked, rollups)
+    app.extensions["monitoring"] = Monitoring(profile, note, checked, rollups, grouped)
     app.register_blueprint(stats.blueprint)
     metrics.init_app(app)

@@ -35,7 +35,7 @@ from model_service.monitoring.reports import (
     undefined_binary,
 )
 
-AUC_BINS = 1024
+AUC_BINS = 4096
 EXACT_LABELLED_ROWS = 100_000  # up to this, /stats reads the labelled rows themselves
 AUC_ERROR_LIMIT = 0.001  # a bound above this: AUC from the rows themselves
 EPSILON = np.finfo(float).eps  # scikit-learn's log_loss clips probabilities so
@@ -61,24 +61,25 @@ class Sums(Counter):
 
 
 def labelled_cells(report, rows):
-    """Sums of labelled rows (tuples of the true value and report.stored_columns), in a
-    Sums; `A:` cells are the per-day ones."""
+    """(Sums of labelled rows, their outcomes as reports.py reads them, which were kept):
+    rows are tuples of the true value and report.stored_columns; `A:` cells are per day."""
     sums = Sums()
     if not rows:
-        return sums
+        return sums, None, []
     task = report.task
     if task.name == "binary":
         truth, score, decided, thresholds, kept = report.judge(rows)
         binary_sums(sums, truth, score, decided, thresholds)
+        found = {"truth": truth, "score": score, "decided": decided}
     elif task.name == "multiclass":
         found, kept = report.outcomes(rows)
         multiclass_sums(sums, found["true"], found["predicted"], found["matrix"])
     else:
-        return sums
+        found, kept = report.outcomes(rows)  # a regressor's overall figures: from the rows
     left_out = len(rows) - sum(kept)
     if left_out:
         sums.add("L:out", left_out)
-    return sums
+    return sums, found, kept
 
 
 def binary_sums(sums, truth, score, decided, thresholds):
@@ -148,8 +149,8 @@ def calibration_of(sums):
     return result
 
 
-def auc_of(sums):
-    """(roc_auc, bound of its error) from the A:<bin>:<truth> cells, or (None, None)."""
+def auc_bins(sums):
+    """{bin: [negatives, positives, lowest score, highest score]} of the A:<bin>:<truth>."""
     bins = {}
     for name, (n, _, _, lo, hi) in sums.items():
         if name.startswith("A:") and n:
@@ -157,6 +158,25 @@ def auc_of(sums):
             entry = bins.setdefault(int(b), [0, 0, math.inf, -math.inf])
             entry[int(t)] += n
             entry[2], entry[3] = min(entry[2], lo), max(entry[3], hi)
+    return bins
+
+
+def uncertain_bins(sums):
+    """{bin: (lowest, highest score)} of the bins whose pairs' order the cells do not know:
+    both classes, and more than one score."""
+    return {
+        b: (lo, hi)
+        for b, (negative, positive, lo, hi) in auc_bins(sums).items()
+        if negative and positive and lo < hi
+    }
+
+
+def auc_of(sums, wins_within=None):
+    """(roc_auc, the bound of its error) from the A:<bin>:<truth> cells, or (None, None).
+
+    wins_within: {bin: the positive-negative pairs of that bin a positive wins (ties
+    half)}, counted from its rows: those bins are then exact too (stats.py reads them)."""
+    bins, wins_within = auc_bins(sums), wins_within or {}
     negatives = sum(entry[0] for entry in bins.values())
     positives = sum(entry[1] for entry in bins.values())
     if not negatives or not positives:
@@ -164,12 +184,29 @@ def auc_of(sums):
     below, wins, uncertain = 0, 0.0, 0.0
     for b in sorted(bins):
         negative, positive, lo, hi = bins[b]
-        wins += positive * (below + 0.5 * negative)
-        if lo < hi:
-            uncertain += 0.5 * positive * negative
+        if b in wins_within:
+            wins += positive * below + wins_within[b]
+        else:
+            wins += positive * (below + 0.5 * negative)
+            if lo < hi:
+                uncertain += 0.5 * positive * negative
         below += negative
     pairs = positives * negatives
     return wins / pairs, uncertain / pairs
+
+
+def wins_within(truth, score, bins):
+    """{bin: pairs won by the positive (ties half)} of rows of the uncertain `bins`
+    ({bin: (lo, hi)}): scikit-learn's AUC counts pairs so, in every bin alike."""
+    found = {}
+    of_bin = auc_bin(score)
+    for b in bins:
+        inside = of_bin == b
+        positive, negative = score[inside & truth], np.sort(score[inside & ~truth])
+        below = np.searchsorted(negative, positive, side="left")
+        equal = np.searchsorted(negative, positive, side="right") - below
+        found[b] = float(below.sum() + 0.5 * equal.sum())
+    return found
 
 
 def summary_from_cells(report, sums, auc_sums, cells):

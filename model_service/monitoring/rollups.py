@@ -45,6 +45,7 @@ log = logging.getLogger("app")
 
 FORMAT = 2  # the release of the cells: a change of what they mean fills the table again
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+DAY_CELLS = ("A:", "AG\x1f")  # the AUC bins (quality_cells.py, group_cells.py): per day
 BACKFILL_ROWS = 5000  # rows read at a time when the table is filled from the stored rows
 # The columns of a stored row the cells are counted from, in this order.
 ROW_COLUMNS = (
@@ -96,8 +97,9 @@ def tenth(probability):
 class Rollups:
     """The counts of one service's table: written with the rows, read by /stats."""
 
-    def __init__(self, store, model, profile):
+    def __init__(self, store, model, profile, grouped=None):
         self.store, self.model, self.profile = store, model, profile
+        self.grouped = grouped  # group_cells.GroupCells: the declared groupings' cells
         database = store.database
         self.tables = [Rollup, RollupState]
         for table in self.tables:
@@ -109,6 +111,7 @@ class Rollups:
                 "classes": getattr(model.task, "classes", None),
                 "columns": model.columns,
                 "profile": profile and {c: profile["columns"][c] for c in model.columns},
+                "groupings": grouped and grouped.describe(),
             },
             sort_keys=True,
         )
@@ -132,10 +135,15 @@ class Rollups:
                 for cell, n in self.bucket_cells(bucket).items():
                     if n:
                         found.add((hour, version, cell), n)
-            labelled = [self.stored(row) for row in bucket if row[5] is not None]
+            at = [i for i, row in enumerate(bucket) if row[5] is not None]
+            sums, outcomes, kept = labelled_cells(self.report, [self.stored(bucket[i]) for i in at])
+            if self.grouped is not None and self.grouped.groupings:
+                keys = self.grouped.keys_of([row[2] for row in bucket])
+                read = [position for position, taken in zip(at, kept, strict=True) if taken]
+                self.grouped.cells(sums, keys, read, outcomes)
             day = hour.replace(hour=0)
-            for cell, (n, s, q, lo, hi) in labelled_cells(self.report, labelled).items():
-                when = day if cell.startswith("A:") else hour
+            for cell, (n, s, q, lo, hi) in sums.items():
+                when = day if cell.startswith(DAY_CELLS) else hour
                 found.add((when, version, cell), n, s, q, lo, hi)
         return found
 
@@ -277,10 +285,11 @@ class Rollups:
         last_id). Rows nobody counted yet are counted first (catch_up)."""
         self.catch_up()
         hours = whole(window.since, window.until, HOUR)
-        found = self.sum_table(window, hours, ~Rollup.cell.startswith("A:"))
+        by_day = Rollup.cell.startswith("A:") | Rollup.cell.startswith("AG\x1f")
+        found = self.sum_table(window, hours, ~by_day)
         for start, end in edges(window.since, window.until, *hours):
             for (_, version, cell), value in self.count_rows(window, last_id, start, end):
-                if not cell.startswith("A:"):
+                if not cell.startswith(DAY_CELLS):
                     found.add((version, cell), *value)
         return found
 
@@ -288,10 +297,11 @@ class Rollups:
         """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window: kept per
         day, so the parts of days at its ends come from their labelled rows."""
         days = whole(window.since, window.until, DAY)
-        found = self.sum_table(window, days, Rollup.cell.startswith("A:"))
+        by_day = Rollup.cell.startswith("A:") | Rollup.cell.startswith("AG\x1f")
+        found = self.sum_table(window, days, by_day)
         for start, end in edges(window.since, window.until, *days):
             for (_, version, cell), value in self.count_rows(window, last_id, start, end, True):
-                if cell.startswith("A:"):
+                if cell.startswith(DAY_CELLS):
                     found.add((version, cell), *value)
         return found
 

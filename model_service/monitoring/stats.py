@@ -43,11 +43,14 @@ from model_service.monitoring.metrics import count_rules
 from model_service.monitoring.reports import REPORTS
 from model_service.monitoring.rollups import version_key
 from model_service.monitoring.rules import GroupsError
-from model_service.monitoring.window import Window, iso_or_none, let_others_run
+from model_service.monitoring.window import Window, iso_or_none, let_others_run, plain_rows
 from model_service.store import current_store
 from model_service.web import require_admin
 
 blueprint = Blueprint("stats", __name__)
+# Up to this many rows in its window, /stats?by= reads them (groups.py: its bootstrap
+# intervals draw rows); beyond, a declared grouping comes from the sums (group_cells.py).
+ROW_PATH_ROWS = 20_000
 
 
 @blueprint.get("/stats")
@@ -88,7 +91,14 @@ def serve_stats():
         body = whole_stats(state, model, window, last_id, versions, sums, labelled)
         body["challenger"] = shadowed and compare(shadowed, last_id, model, challenger)
         return jsonify(**head, **body)
-    answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
+    by_columns = state.groups.parse_by(by)
+    if count > ROW_PATH_ROWS and state.grouped.grouping_of(by_columns) is not None:
+        labelled = sum(v["labelled"] for v in versions if v["version"] == reported)
+        answer = checked_groups(
+            lambda: grouped_from_sums(state, window, last_id, by_columns, sums, labelled)
+        )
+    else:
+        answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
     if since is None and until is None and reported == model.version:
         count_rules(model.version, answer["rules"])
     answer["challenger"] = shadowed and checked_groups(
@@ -130,22 +140,31 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled):
 
 
 def summary_of_many(report, window, last_id, rollups, sums):
-    """The quality keys from the sums (quality_cells.py); ROC AUC from the rows themselves
-    when its bins cannot bound its error within AUC_ERROR_LIMIT."""
+    """The quality keys from the sums (quality_cells.py). ROC AUC from the score bins is
+    made exact by reading the rows of the bins whose order the sums do not know, while they
+    are at most EXACT_LABELLED_ROWS; else it keeps the bound of its error, and past
+    AUC_ERROR_LIMIT it comes from every labelled row."""
     auc = window.in_transaction(partial(rollups.count_auc, window, last_id))
     version = version_key(window.version)
     auc = {cell: value for (found, cell), value in auc.items() if found == version}
     cells = {cell: value[0] for cell, value in sums.items()}
     quality = quality_cells.summary_from_cells(report, sums, auc, cells)
-    bound = quality["metrics"].get("roc_auc_error_bound")
-    if bound is not None and bound > quality_cells.AUC_ERROR_LIMIT:
+    metrics = quality["metrics"]
+    if not metrics.get("roc_auc_error_bound"):
+        return quality
+    bins = quality_cells.uncertain_bins(auc)
+    bins_rows = sum(n for (n, *_rest) in (auc.get(f"A:{b}:{t}", [0]) for b in bins for t in (0, 1)))
+    if bins_rows <= quality_cells.EXACT_LABELLED_ROWS:
+        truth, score, _ = labelled_in_bins(window, last_id, report, bins)
+        wins = quality_cells.wins_within(truth, score, bins)
+        metrics["roc_auc"], metrics["roc_auc_error_bound"] = quality_cells.auc_of(auc, wins)
+    elif metrics["roc_auc_error_bound"] > quality_cells.AUC_ERROR_LIMIT:
         table = window.table
         rows = window.in_transaction(
             lambda: window.labelled(last_id, table.proba, table.threshold, table.positive_class)
         )
         truth, score, *_ = report.judge(rows)
-        quality["metrics"]["roc_auc"] = float(roc_auc_score(truth, score))
-        quality["metrics"]["roc_auc_error_bound"] = None
+        metrics["roc_auc"], metrics["roc_auc_error_bound"] = float(roc_auc_score(truth, score)), 0.0
     return quality
 
 
@@ -179,6 +198,35 @@ def checked_groups(work):
 
 class TimeLimit(Exception):
     """/stats?by= ran out of STATS_TIME_LIMIT seconds."""
+
+
+def grouped_from_sums(state, window, last_id, by, sums, labelled):
+    """/stats?by= on a declared grouping (group_cells.py): from the window's sums."""
+    auc = window.in_transaction(partial(state.rollups.count_auc, window, last_id))
+    version = version_key(window.version)
+    auc = {cell: value for (found, cell), value in auc.items() if found == version}
+    rows_in_bins = partial(labelled_in_bins, window, last_id, state.rollups.report)
+    return state.grouped.report(by, sums, auc, labelled, let_others_run, rows_in_bins)
+
+
+def labelled_in_bins(window, last_id, report, bins):
+    """(truth, score, bodies) of the window's labelled rows whose score (about the model's
+    positive class) falls in these AUC bins {bin: (lowest, highest score)}: the few rows
+    that make an AUC from bins exact (quality_cells.py)."""
+    table, near = window.table, 1e-9  # 1 - p may differ from the stored score in its last bit
+    condition = None
+    for lo, hi in bins.values():
+        part = table.proba.between(lo - near, hi + near) | table.proba.between(
+            1 - hi - near, 1 - lo + near
+        )
+        condition = part if condition is None else condition | part
+    columns = (table.true_value, table.proba, table.threshold, table.positive_class)
+    query = table.select(*columns, table.observation).where(table.true_value.is_null(False))
+    rows = window.in_transaction(lambda: plain_rows(window.where(query.where(condition), last_id)))
+    truth, score, _, _, kept = report.judge([row[:4] for row in rows])
+    bodies = [row[4] for row, taken in zip(rows, kept, strict=True) if taken]
+    inside = np.isin(quality_cells.auc_bin(score), list(bins))
+    return truth[inside], score[inside], [b for b, i in zip(bodies, inside, strict=True) if i]
 
 
 def within_time_limit():
