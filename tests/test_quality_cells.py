@@ -5,12 +5,14 @@ and the bound holds on adversarial scores (every score in one bin, many ties).""
 
 import math
 import shutil
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 from test_stats_tasks import ADMIN, MODELS, send, serve
 
+from model_service import store
 from model_service.monitoring import quality_cells, stats
 from model_service.monitoring.quality_cells import Sums, auc_bin, auc_of
 
@@ -134,3 +136,35 @@ def test_a_declared_grouping_from_the_sums_gives_what_the_rows_give(
     for key in ("by", "predictions", "labelled", "labelled_left_out", "min_labelled"):
         assert from_sums[key] == from_rows[key], key
     assert [g["group"] for g in from_sums["groups"]] == [g["group"] for g in from_rows["groups"]]
+
+
+@pytest.mark.parametrize("name", ["titanic", "diabetes"])
+def test_daily_quality_is_each_days_accuracy_or_mae(name, tmp_path, monkeypatch):
+    """The rows of three days: /stats's daily, what /monitor's chart draws, per day."""
+    model_dir, observations, truths = MODELS[name]()
+    app, client = serve(f"sqlite:///{tmp_path / 'p.db'}", model_dir)
+    field = app.config["MODEL"].task.truth_field
+    start = datetime(2026, 3, 1, 23, 30)
+    for i, observation in enumerate(observations[:60]):
+        when = start + timedelta(hours=i // 20 * 12)  # 20 rows at a time, 12 hours apart
+        monkeypatch.setattr(store, "utc_now", lambda when=when: when)
+        client.post("/predict", json={"id": i, "observation": observation})
+        if i % 3:
+            client.post("/update", json={"id": i, field: truths[i]})
+    daily = client.get("/stats", headers=ADMIN).json["daily"]
+    rows = client.get("/list-db-contents?limit=1000", headers=ADMIN).json["predictions"]
+    days = {}
+    for row in rows:
+        days.setdefault(row["created_at"][:10], []).append(row)
+    assert [d["day"] for d in daily] == sorted(days)
+    for entry in daily:
+        found = days[entry["day"]]
+        labelled = [row for row in found if row[field] is not None]
+        assert (entry["predictions"], entry["labelled"]) == (len(found), len(labelled))
+        if name == "titanic":
+            right = [row["prediction"]["label"] == row[field] for row in labelled]
+            expected = sum(right) / len(right)
+        else:
+            expected = np.mean([abs(row["prediction"]["value"] - row[field]) for row in labelled])
+        assert math.isclose(entry["metric"]["value"], expected, rel_tol=1e-9)
+        assert entry["metric"]["low"] <= expected <= entry["metric"]["high"]

@@ -21,7 +21,6 @@ errors, the normal interval of a mean.
 """
 
 import json
-import math
 import zlib
 from collections import Counter
 
@@ -32,7 +31,6 @@ from model_service.monitoring.groups import MAX_GROUPS, Bins, Group, category_la
 from model_service.monitoring.intervals import (
     CONFIDENCE,
     RESAMPLES,
-    Z,
     figure,
     rate,
     weighted_auc,
@@ -43,6 +41,7 @@ from model_service.monitoring.quality_cells import (
     Sums,
     auc_bin,
     auc_of,
+    mean_interval,
     uncertain_bins,
     wins_within,
 )
@@ -337,10 +336,8 @@ def regression_figures(grouped, cells, _auc_cells, _seed):
 
 def mean_figure(total, squares, n):
     """A mean and its normal 95 % interval, from the sum and the sum of squares."""
-    mean = total / n
-    variance = max(0.0, squares / n - mean * mean) * n / (n - 1) if n > 1 else 0.0
-    half = Z * math.sqrt(variance / n)
-    return {"value": mean, "low": mean - half, "high": mean + half}
+    found = mean_interval("", total, squares, n)
+    return {key: found[key] for key in ("value", "low", "high")}
 
 
 FIGURES = {

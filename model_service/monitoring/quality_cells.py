@@ -27,6 +27,7 @@ from collections import Counter
 
 import numpy as np
 
+from model_service.monitoring.intervals import Z, wilson
 from model_service.monitoring.reports import (
     binary_metrics,
     bins_of,
@@ -74,8 +75,11 @@ def labelled_cells(report, rows):
     elif task.name == "multiclass":
         found, kept = report.outcomes(rows)
         multiclass_sums(sums, found["true"], found["predicted"], found["matrix"])
-    else:
-        found, kept = report.outcomes(rows)  # a regressor's overall figures: from the rows
+    else:  # a regressor: the errors of its first target, for the quality per day
+        found, kept = report.outcomes(rows)
+        errors = found["prediction"][:, 0] - found["truth"][:, 0]
+        if len(errors):
+            sums.add("L:ra:0", len(errors), float(np.abs(errors).sum()), float((errors**2).sum()))
     left_out = len(rows) - sum(kept)
     if left_out:
         sums.add("L:out", left_out)
@@ -302,3 +306,47 @@ def multiclass_metrics_of(report, sums):
         ],
         "reason": None,
     }
+
+
+def daily_of(task, by_day):
+    """/stats's `daily`: per day of the window (by_day: {day: {cell: [n, s, q, ...]}}), the
+    rows, the labelled rows the task read, and its main metric with its 95 % interval:
+    a classifier's accuracy (Wilson's), a regressor's MAE of its first target (normal)."""
+    found = []
+    for day in sorted(by_day):
+        sums = by_day[day]
+        predictions = cell(sums, "rows")[0]
+        if task.name == "regression":
+            n, absolute, squares, _, _ = cell(sums, "L:ra:0")
+            metric = mean_interval("mae", absolute, squares, n)
+        else:
+            n = right = 0
+            for name, value in sums.items():
+                if name.startswith("L:m:"):
+                    _, _, t, p = name.split(":")
+                    n += value[0]
+                    right += value[0] if t == p else 0
+            metric = None
+            if n:
+                low, high = wilson(right, n)
+                metric = {"name": "accuracy", "value": right / n, "low": low, "high": high}
+        if predictions or n:
+            found.append(
+                {
+                    "day": day.isoformat(),
+                    "predictions": predictions,
+                    "labelled": n,
+                    "metric": metric,
+                }
+            )
+    return found
+
+
+def mean_interval(name, total, squares, n):
+    """A mean and its normal 95 % interval from its sum and sum of squares, or None."""
+    if not n:
+        return None
+    mean = total / n
+    variance = max(0.0, squares / n - mean * mean) * n / (n - 1) if n > 1 else 0.0
+    half = Z * math.sqrt(variance / n)
+    return {"name": name, "value": mean, "low": mean - half, "high": mean + half}

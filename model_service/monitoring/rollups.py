@@ -305,7 +305,22 @@ class Rollups:
                     found.add((version, cell), *value)
         return found
 
-    def sum_table(self, window, bounds, cells):
+    def daily(self, window, last_id):
+        """{day: {cell: [n, s, q, lo, hi]}} of the window's version: the hours' sums by day
+        (what /stats's `daily` and /monitor's chart of quality read)."""
+        hours = whole(window.since, window.until, HOUR)
+        wanted = (Rollup.cell == "rows") | Rollup.cell.startswith("L:m:")
+        wanted |= Rollup.cell == "L:ra:0"
+        found = {}
+        for (hour, _, cell), value in self.sum_table(window, hours, wanted, by_hour=True).items():
+            found.setdefault(hour.date(), Sums()).add(cell, *value)
+        for start, end in edges(window.since, window.until, *hours):
+            for (hour, _, cell), value in self.count_rows(window, last_id, start, end):
+                if cell == "rows" or cell.startswith(("L:m:", "L:ra:0")):
+                    found.setdefault(as_datetime(hour).date(), Sums()).add(cell, *value)
+        return found
+
+    def sum_table(self, window, bounds, cells, by_hour=False):
         first, end = bounds
         query = Rollup.select(
             Rollup.model_version,
@@ -322,11 +337,16 @@ class Rollups:
             query = query.where(Rollup.hour < end)
         if window.version is not None:
             query = query.where(Rollup.model_version == version_key(window.version))
+        if by_hour:  # {(hour, version, cell)}
+            query = query.select_extend(Rollup.hour).group_by(
+                Rollup.hour, Rollup.model_version, Rollup.cell
+            )
+        else:
+            query = query.group_by(Rollup.model_version, Rollup.cell)
         found = Sums()
-        for version, cell, n, s, q, lo, hi in plain_rows(
-            query.group_by(Rollup.model_version, Rollup.cell)
-        ):
-            found.add((version, cell), int(n), s or 0.0, q or 0.0, lo, hi)
+        for version, cell, n, s, q, lo, hi, *hour in plain_rows(query):
+            key = (as_datetime(hour[0]), version, cell) if by_hour else (version, cell)
+            found.add(key, int(n), s or 0.0, q or 0.0, lo, hi)
         return found
 
     def count_rows(self, window, last_id, start, end, labelled=False):

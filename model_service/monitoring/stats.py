@@ -25,6 +25,7 @@ answered as missing, [predict] invalid = "as_missing": how many, and how many pe
 `challenger`: both models' groups, spreads and rules on the rows both scored.
 """
 
+import json
 import time
 from collections import Counter
 from dataclasses import replace
@@ -136,6 +137,9 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled):
         "drift_note": drift_note,
         "unreadable_observations": unreadable,
         "replaced": replaced_values(cells),
+        "daily": quality_cells.daily_of(
+            model.task, window.in_transaction(partial(state.rollups.daily, window, last_id))
+        ),
     }
 
 
@@ -259,15 +263,17 @@ def group_stats(state, model, window, last_id, by, stored=None):
         [(observation_of(row[1], model.contract), row[2], *stored(row)) for row in rows]
         for rows in window.chunks(last_id, *columns, pause=pause)
     )
+    by_columns = state.groups.parse_by(by)
     try:
         return state.groups.report(by, chunks, report.outcomes, pause=pause)
     except TimeLimit:
         limit = current_app.config["STATS_TIME_LIMIT"]
         raise ApiError(
             503,
-            f"/stats?by= reads every row of its window and stopped after {limit:g} s "
-            "(STATS_TIME_LIMIT), so as not to hold a worker that serves predictions: ask for "
-            "a shorter window (?since=), or raise STATS_TIME_LIMIT",
+            f"/stats?by= read the rows of its window and stopped after {limit:g} s "
+            "(STATS_TIME_LIMIT), so as not to hold a worker that serves predictions: declare "
+            f"the grouping in api.toml, [stats] groups = [{json.dumps(list(by_columns))}], "
+            "to have it counted as rows arrive; or ask for a shorter window (?since=)",
         ) from None
 
 

@@ -29,10 +29,42 @@ STATS_SCHEMAS = {
             "drift_note",
             "unreadable_observations",
             "replaced",
+            "daily",
             "challenger",
         ],
         "additionalProperties": False,
         "properties": {
+            "daily": {
+                "description": text(
+                    """
+                    Each day (UTC) of the window with rows: the rows stored, the labelled rows
+                    the task read, and its main metric with its 95 % interval (a classifier's
+                    accuracy, Wilson's; a regressor's MAE of its first target, normal), null
+                    without labelled rows: what /monitor's chart of quality over time draws
+                    """
+                ),
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["day", "predictions", "labelled", "metric"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "day": {"type": "string", "format": "date"},
+                        "predictions": {"type": "integer", "minimum": 0},
+                        "labelled": {"type": "integer", "minimum": 0},
+                        "metric": {
+                            "type": ["object", "null"],
+                            "required": ["name", "value", "low", "high"],
+                            "properties": {
+                                "name": {"type": "string", "enum": ["accuracy", "mae"]},
+                                "value": {"type": "number"},
+                                "low": {"type": "number"},
+                                "high": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            },
             "model": {"$ref": "#/components/schemas/StatsModel"},
             "challenger": {
                 "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Challenger"}]
