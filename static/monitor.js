@@ -278,6 +278,118 @@ function drawDrift(columns) {
   chart.append(label(x, top - 9, String(DRIFT_THRESHOLD), "middle"));
 }
 
+// --- Quality over time: /stats's `daily`, one slot per day (UTC) ---------------------------
+
+// Two panels over the same days: the metric with its interval above, the rows below.
+const DAILY = { top: 12, metricBottom: 124, countsTop: 146, bottom: 206, height: 250 };
+const DAY_MS = 86400000;
+
+function dayNumber(day) {
+  return Date.parse(`${day}T00:00:00Z`) / DAY_MS;
+}
+
+// The first power of ten times 1, 2 or 5 at or above value: a round top for the axis.
+function roundedUp(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 5, 10].map((step) => step * power).find((top) => top >= value);
+}
+
+// y of a value from 0 to top in the band [top, bottom] of the drawing, kept inside it.
+function bandScale(top, bottom, highest) {
+  return (value) => bottom - (Math.min(Math.max(value, 0), highest) / highest) * (bottom - top);
+}
+
+// A panel's frame: grid lines at ticks ([y, text]), its axes, its title up the side.
+function panel(chart, top, bottom, title, ticks) {
+  for (const [y, text] of ticks) {
+    chart.append(line("grid", FRAME.left, y, FRAME.right, y));
+    chart.append(label(FRAME.left - 4, y + 4, text, "end"));
+  }
+  chart.append(line("axis", FRAME.left, bottom, FRAME.right, bottom));
+  chart.append(line("axis", FRAME.left, top, FRAME.left, bottom));
+  const middle = (top + bottom) / 2;
+  const name = label(12, middle, title, "middle");
+  name.setAttribute("transform", `rotate(-90 12 ${middle})`);
+  chart.append(name);
+}
+
+// A day's figure: its interval as a vertical line (capped where there is room), its value
+// as a circle, and all three numbers in its tooltip.
+function drawDayFigure(chart, x, y, day, halfSlot) {
+  const { metric } = day;
+  const group = svg("g", { class: "day-figure" });
+  const said = `${day.day}: ${metricName(metric.name)} ${figureText(metric)}`;
+  group.append(svg("title", {}, `${said}, ${day.labelled} with outcome`));
+  group.append(line("interval", x, y(metric.low), x, y(metric.high)));
+  const cap = Math.min(4, halfSlot - 1);
+  if (cap >= 2) {
+    for (const end of [metric.low, metric.high]) {
+      group.append(line("interval", x - cap, y(end), x + cap, y(end)));
+    }
+  }
+  const r = Math.max(1.5, Math.min(4, halfSlot - 1));
+  group.append(svg("circle", { class: "point", cx: x, cy: y(metric.value), r }));
+  chart.append(group);
+}
+
+// A day's rows: an outlined bar of its predictions, filled up to those with their outcome.
+function drawDayRows(chart, x, y, day, halfSlot) {
+  const half = Math.max(0.5, Math.min(12, halfSlot * 0.8));
+  const bar = (className, count, text) => {
+    const rect = svg("rect", {
+      class: className,
+      x: x - half,
+      width: 2 * half,
+      y: y(count),
+      height: DAILY.bottom - y(count),
+    });
+    rect.append(svg("title", {}, text));
+    chart.append(rect);
+  };
+  bar("bar-outline", day.predictions, `${day.day}: ${rowsText(day.predictions)}`);
+  bar("bar", day.labelled, `${day.day}: ${day.labelled} with outcome`);
+}
+
+// The upper panel: accuracy from 0 to 1, or MAE from 0 to a round number above the
+// highest interval (a normal interval may reach below 0: it is cut at the axis).
+function drawDailyFigures(chart, daily, metric, xOfDay, halfSlot) {
+  const figures = daily.filter((day) => day.metric);
+  const mae = metric === "mae";
+  const top = mae ? roundedUp(Math.max(...figures.map((day) => day.metric.high))) : 1;
+  const y = bandScale(DAILY.top, DAILY.metricBottom, top);
+  const ticks = mae
+    ? [0, top / 2, top].map((value) => [y(value), short(value)])
+    : TENTHS.map((value) => [y(value), value.toFixed(1)]);
+  panel(chart, DAILY.top, DAILY.metricBottom, mae ? "MAE" : "accuracy", ticks);
+  for (const day of figures) drawDayFigure(chart, xOfDay(day.day), y, day, halfSlot);
+  if (!figures.length) {
+    const middle = (DAILY.top + DAILY.metricBottom) / 2;
+    const centre = (FRAME.left + FRAME.right) / 2;
+    chart.append(label(centre, middle, "No predictions with their outcome yet", "middle"));
+  }
+}
+
+// Days placed by their date: a day without rows keeps its empty slot.
+function drawDaily(daily, metric) {
+  const chart = startChart("daily-chart", DAILY.height);
+  const first = daily[0].day;
+  const last = daily[daily.length - 1].day;
+  const slot = (FRAME.right - FRAME.left) / (dayNumber(last) - dayNumber(first) + 1);
+  const xOfDay = (day) => FRAME.left + (dayNumber(day) - dayNumber(first) + 0.5) * slot;
+  drawDailyFigures(chart, daily, metric, xOfDay, slot / 2);
+
+  const most = Math.max(1, ...daily.map((day) => Math.max(day.predictions, day.labelled)));
+  const y = bandScale(DAILY.countsTop, DAILY.bottom, most);
+  panel(chart, DAILY.countsTop, DAILY.bottom, "rows", [[y(0), "0"], [y(most), String(most)]]);
+  for (const day of daily) drawDayRows(chart, xOfDay(day.day), y, day, slot / 2);
+
+  const under = DAILY.bottom + 14; // one day under its bar; else the first and the last
+  if (last === first) chart.append(label(xOfDay(first), under, first, "middle"));
+  else chart.append(label(FRAME.left, under, first), label(FRAME.right, under, last, "end"));
+  chart.append(label((FRAME.left + FRAME.right) / 2, DAILY.height - 8, "day (UTC)", "middle"));
+}
+
 // --- The model, its versions, the window ---------------------------------------------------
 
 function describeWindow(span) {
@@ -582,6 +694,72 @@ function showDrift(drift, note, modelColumns) {
   ]);
   const headers = ["column", "PSI", "drifted", "share per bin: training → window"];
   table("drift-table", headers, rows);
+}
+
+// /stats's `daily`: the caption says how to read the chart, the summary what it shows, the
+// table every number; hidden without a day.
+function dailyMetric(task) {
+  if (task.task !== "regression") return { key: "accuracy", name: "accuracy", better: 1 };
+  const targets = task.targets || [];
+  let of = "";
+  if (targets.length === 1) of = ` of ${targets[0]}`;
+  if (targets.length > 1) of = ` of its first target, ${targets[0]},`;
+  return { key: "mae", name: "MAE (lower is better)", better: -1, of };
+}
+
+function dailyCaption(metric) {
+  const figure =
+    metric.key === "mae"
+      ? `mean absolute error (MAE)${metric.of} as a circle, with its 95 % interval (normal) ` +
+        "as a vertical line: lower is better"
+      : "accuracy as a circle, with its 95 % interval (Wilson's) as a vertical line: " +
+        "higher is better";
+  return (
+    `Above, each day's ${figure}. Below, each day's predictions (outlined bar), filled up ` +
+    "to those with their outcome. A day without outcomes has no circle, only its bar."
+  );
+}
+
+function outcomes(count) {
+  return count === 1 ? "1 outcome" : `${count} outcomes`;
+}
+
+function dailySummary(daily, metric) {
+  const days = daily.length === 1 ? "1 day" : `${daily.length} days`;
+  const span = daily.length === 1 ? daily[0].day : `${daily[0].day} to ${daily.at(-1).day}`;
+  const judged = daily.filter((day) => day.metric);
+  const said = `${days} with predictions (UTC: ${span}), ${judged.length} with outcomes`;
+  if (!judged.length) return `${said}: no figure to draw yet.`;
+  const name = metric.key === "mae" ? "MAE" : "Accuracy";
+  const latest = judged.at(-1);
+  const figure = `${figureText(latest.metric)} from ${outcomes(latest.labelled)}`;
+  if (judged.length === 1) return `${said}. ${name}, ${latest.day}: ${figure}.`;
+  const ranked = [...judged].sort((a, b) => metric.better * (b.metric.value - a.metric.value));
+  const at = (day) => `${fixed(day.metric.value, 3)} on ${day.day}`;
+  return (
+    `${said}. ${name}: the best ${at(ranked[0])}, the worst ${at(ranked.at(-1))}; ` +
+    `the latest, ${latest.day}: ${figure}.`
+  );
+}
+
+function showDaily(daily, task) {
+  show("daily-section", daily.length > 0);
+  if (!daily.length) return;
+  const metric = dailyMetric(task);
+  byId("daily-caption").textContent = dailyCaption(metric);
+  byId("daily-summary").textContent = dailySummary(daily, metric);
+  drawDaily(daily, metric.key);
+  table(
+    "daily-table",
+    ["day (UTC)", "predictions", "with outcome", metric.name, "95 % interval"],
+    daily.map((day) => [
+      day.day,
+      String(day.predictions),
+      String(day.labelled),
+      fixed(day.metric && day.metric.value, 3),
+      day.metric ? `${fixed(day.metric.low, 3)} to ${fixed(day.metric.high, 3)}` : "none",
+    ]),
+  );
 }
 
 // --- The challenger (CHALLENGER_DIR): /stats's `challenger`, beside the model -------------
@@ -1101,6 +1279,7 @@ function showStats(stats) {
   showMetrics(stats);
   showHeldOut(stats.model);
   showProbabilities(stats);
+  showDaily(stats.daily, stats.model.task);
   showDrift(stats.drift, stats.drift_note, stats.model.columns);
   dashboard.hidden = false;
 }

@@ -880,6 +880,7 @@ def test_the_dashboard_shows_what_stats_reports(browser, site, tmp_path):
         for column, drift in stats["drift"].items():
             said = to_fixed(drift["psi"], 3) + (" drifted" if drift["psi"] >= 0.25 else "")
             assert column in labels and said in labels, (column, said, labels)
+    check_quality_over_time(browser, stats["daily"])
 
     # The token stays in this tab: the page shows the dashboard again after a reload.
     assert browser.execute_script("return sessionStorage.getItem('monitor.adminToken')")
@@ -894,6 +895,106 @@ def test_the_dashboard_shows_what_stats_reports(browser, site, tmp_path):
     in_readme = "monitor" if site.name == "titanic" else None  # docs/monitor.png
     screenshot(browser, tmp_path, f"monitor-{site.name}", in_readme)
     assert_only_own_origin(browser, site)
+
+
+# What /monitor's chart of quality over time drew, read in one call: its table (in a closed
+# <details>: textContent), its tooltips, the circles' places and the bars' heights.
+DAILY_DRAWN = """
+const all = (selector) => [...document.querySelectorAll(selector)];
+const numbers = (selector, name) => all(selector).map((node) => Number(node.getAttribute(name)));
+return {
+  shown: !document.getElementById("daily-section").hidden,
+  labelledBy: document.getElementById("daily-chart").getAttribute("aria-labelledby"),
+  headers: all("#daily-table thead th").map((cell) => cell.textContent),
+  rows: all("#daily-table tbody tr").map((row) => [...row.cells].map((c) => c.textContent)),
+  tips: all("#daily-chart title").map((title) => title.textContent),
+  cx: numbers("#daily-chart circle.point", "cx"),
+  cy: numbers("#daily-chart circle.point", "cy"),
+  outlined: numbers("#daily-chart rect.bar-outline", "height"),
+  filled: numbers("#daily-chart rect.bar", "height"),
+  caption: document.getElementById("daily-caption").textContent,
+  summary: document.getElementById("daily-summary").textContent,
+};
+"""
+
+
+def plural(count, what):
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def day_as_shown(day):
+    """A day of /stats's daily as the page writes it: (its table row, the tooltip of its
+    circle (none without outcomes), the tooltips of its two bars)."""
+    date, rows, labelled = day["day"], day["predictions"], day["labelled"]
+    bars = [f"{date}: {plural(rows, 'prediction')}", f"{date}: {labelled} with outcome"]
+    if day["metric"] is None:
+        return [date, str(rows), str(labelled), "none", "none"], [], bars
+    value, low, high = (to_fixed(day["metric"][key], 3) for key in ("value", "low", "high"))
+    circle = f"{date}: accuracy {value} ({low} to {high}), {labelled} with outcome"
+    return [date, str(rows), str(labelled), value, f"{low} to {high}"], [circle], bars
+
+
+def check_quality_over_time(driver, daily):
+    """The chart of quality over time says what /stats's daily says, day for day: the
+    accuracy of a classifier (both sites' models), each day with outcomes a circle at its
+    value, each day two bars as high as its rows and its outcomes."""
+    drawn = driver.execute_script(DAILY_DRAWN)
+    judged = [day for day in daily if day["metric"]]
+    assert drawn["shown"] and judged and drawn["labelledBy"] == "daily-caption"
+    headers = ["day (UTC)", "predictions", "with outcome", "accuracy", "95 % interval"]
+    assert drawn["headers"] == headers
+    shown = [day_as_shown(day) for day in daily]
+    assert drawn["rows"] == [row for row, _, _ in shown]
+    circles = [tip for _, circle, _ in shown for tip in circle]
+    assert drawn["tips"] == circles + [tip for _, _, bars in shown for tip in bars]
+    # Accuracy from 0 (y 124) to 1 (y 12); the rows from 0 (y 206) to the most (60 higher).
+    values = [day["metric"]["value"] for day in judged]
+    assert drawn["cy"] == pytest.approx([124 - 112 * value for value in values], rel=1e-9)
+    most = max(day["predictions"] for day in daily)
+    rows = [60 * day["predictions"] / most for day in daily]
+    assert drawn["outlined"] == pytest.approx(rows, rel=1e-9)
+    assert drawn["filled"] == pytest.approx([60 * d["labelled"] / most for d in daily], rel=1e-9)
+    assert "interval (Wilson's)" in drawn["caption"] and "higher is better" in drawn["caption"]
+    assert drawn["summary"].startswith(f"{plural(len(daily), 'day')} with predictions (UTC: ")
+    latest, _, _ = shown[daily.index(judged[-1])]
+    outcomes = plural(judged[-1]["labelled"], "outcome")
+    assert drawn["summary"].endswith(f"{latest[0]}: {latest[3]} ({latest[4]}) from {outcomes}.")
+    check_made_up_days(driver)
+
+
+def check_made_up_days(driver):
+    """Days made up for a regressor of two targets: a day without outcomes has its bars and
+    no circle, a day without rows its empty slot, an interval below 0 is cut at the axis,
+    the caption says that a lower MAE is better; no day at all hides the section."""
+    days = [
+        {"day": "2026-03-01", "predictions": 40, "labelled": 30, "metric": None},
+        {"day": "2026-03-02", "predictions": 25, "labelled": 0, "metric": None},
+        {"day": "2026-03-04", "predictions": 10, "labelled": 2, "metric": None},
+    ]
+    days[0]["metric"] = {"name": "mae", "value": 12.5, "low": 9.25, "high": 15.75}
+    days[2]["metric"] = {"name": "mae", "value": 3.0, "low": -1.5, "high": 7.5}
+    task = {"task": "regression", "targets": ["Weight", "Waist"]}
+    drawn = driver.execute_script(f"showDaily(...arguments);{DAILY_DRAWN}", days, task)
+    assert drawn["headers"][3] == "MAE (lower is better)"
+    assert drawn["rows"] == [
+        ["2026-03-01", "40", "30", "12.500", "9.250 to 15.750"],
+        ["2026-03-02", "25", "0", "none", "none"],
+        ["2026-03-04", "10", "2", "3.000", "-1.500 to 7.500"],
+    ]
+    assert "(MAE) of its first target, Weight, as a circle" in drawn["caption"]
+    assert "lower is better" in drawn["caption"]
+    assert drawn["summary"] == (
+        "3 days with predictions (UTC: 2026-03-01 to 2026-03-04), 2 with outcomes. MAE: the "
+        "best 3.000 on 2026-03-04, the worst 12.500 on 2026-03-01; the latest, 2026-03-04: "
+        "3.000 (-1.500 to 7.500) from 2 outcomes."
+    )
+    # MAE from 0 to 20 (15.75 rounded up); 4 slots of 66.5 from x 44, the third one empty.
+    assert drawn["cx"] == pytest.approx([44 + 0.5 * 66.5, 44 + 3.5 * 66.5], rel=1e-9)
+    assert drawn["cy"] == pytest.approx([124 - 112 * 12.5 / 20, 124 - 112 * 3 / 20], rel=1e-9)
+    assert drawn["outlined"] == pytest.approx([60, 60 * 25 / 40, 60 * 10 / 40], rel=1e-9)
+    assert drawn["filled"] == pytest.approx([60 * 30 / 40, 0, 60 * 2 / 40], rel=1e-9)
+    drawn = driver.execute_script(f"showDaily([], arguments[0]);{DAILY_DRAWN}", task)
+    assert not drawn["shown"]
 
 
 @pytest.mark.slow
