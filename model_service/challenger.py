@@ -29,6 +29,7 @@ from pathlib import Path
 
 import gevent
 from gevent import monkey
+from peewee import Case
 
 from model_service.artifacts import load_model
 from model_service.contract import read_contract_file
@@ -39,7 +40,9 @@ from model_service.signals import challenger_scored, predictions_answered
 
 log = logging.getLogger("app")
 
-GATHER_SECONDS = 0.05  # how long the worker lets rows gather: fewer, larger calls
+# How long the worker lets rows gather: a call costs ~10 ms whatever its size, so a second
+# of delay (nobody waits for the shadow) makes it ~0.1 ms a row instead of ~0.5.
+GATHER_SECONDS = 1.0
 BATCH_ROWS = 512  # rows scored in one call at most
 MAX_PENDING = 10_000  # rows waiting at most; beyond, the challenger skips new rows
 
@@ -180,14 +183,17 @@ class Shadow:
 
     def _write(self, scored):
         """Each output beside its row: only a row of the model that answers, not shadowed
-        yet (a retry is answered again, but its row is scored once)."""
+        yet (a retry is answered again, but its row is scored once). One UPDATE per 300
+        rows (a CASE on the key): one statement, not one per row, holds SQLite's lock and
+        PostgreSQL's round trips short."""
         table = self.store.table
-        for key, output in scored:
+        for start in range(0, len(scored), 300):
+            chunk = scored[start : start + 300]
+            outputs = Case(table.observation_key, [(key, json.dumps(out)) for key, out in chunk])
             table.update(
-                challenger_version=self.challenger.version,
-                challenger_prediction=json.dumps(output),
+                challenger_version=self.challenger.version, challenger_prediction=outputs
             ).where(
-                (table.observation_key == key)
+                table.observation_key.in_([key for key, _ in chunk])
                 & (table.model_version == self.model.version)
                 & table.challenger_version.is_null()
             ).execute()

@@ -8,6 +8,7 @@ connections and a bound on every wait.
 """
 
 import select
+import sqlite3
 from functools import partial
 
 import peewee
@@ -34,7 +35,15 @@ def open_database(url, timeout):
         # for the lock instead of failing with "database is locked".
         pragmas = {"journal_mode": "wal", "busy_timeout": int(timeout * 1000)}
         # A pooled connection may serve another thread later (never two at once).
-        return connect(f"sqlite+pool://{rest}", pragmas=pragmas, check_same_thread=False, **pool)
+        # RETURNING tells which rows an insert wrote (store.py); SQLite has it from 3.35.
+        returning = sqlite3.sqlite_version_info >= (3, 35)
+        return connect(
+            f"sqlite+pool://{rest}",
+            pragmas=pragmas,
+            check_same_thread=False,
+            returning_clause=returning,
+            **pool,
+        )
     psycopg2.extensions.set_wait_callback(partial(wait_for_postgres, timeout=timeout))
     return connect(f"{scheme}+pool://{rest}", connect_timeout=max(1, round(timeout)), **pool)
 

@@ -80,15 +80,23 @@ class Store:
         reports), and the insert never fails on it, even when two servers race.
         """
         table, keys = self.table, [row["observation_key"] for row in rows]
-        now = rows[0]["created_at"]  # one per batch: the rows this call inserted carry it
+        returning = getattr(self.database.obj, "returning_clause", False)
 
         def insert_then_read():
-            table.insert_many(rows).on_conflict_ignore().execute()
+            insert = table.insert_many(rows).on_conflict_ignore()
+            if returning:  # RETURNING (PostgreSQL; SQLite 3.35+): the keys this insert wrote
+                inserted = {
+                    row.observation_key for row in insert.returning(table.observation_key).execute()
+                }
+            else:
+                insert.execute()
             stored = table.select().where(table.observation_key.in_(keys))
             found = {prediction.observation_key: prediction for prediction in stored}
-            new = [row for row in found.values() if row.created_at == now]
-            if new:
-                rows_stored.send(self, rows=new)
+            if not returning:  # an older SQLite: the rows that carry this batch's time
+                now = rows[0]["created_at"]
+                inserted = {key for key, row in found.items() if row.created_at == now}
+            if inserted:
+                rows_stored.send(self, rows=[found[key] for key in sorted(inserted)])
             return found
 
         return self.in_transaction(insert_then_read)

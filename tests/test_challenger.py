@@ -41,6 +41,12 @@ from model_service.errors import StartupError
 from model_service.parsing import PredictionRequest
 
 
+@pytest.fixture(autouse=True)
+def quick_shadow(monkeypatch):
+    """The shadow gathers rows for a second in service; here, a test waits for it."""
+    monkeypatch.setattr(challenger_module, "GATHER_SECONDS", 0.01)
+
+
 def write_folder(source, folder, pipeline):
     """A model folder: this pipeline, with the source folder's columns and dtypes."""
     folder.mkdir(parents=True, exist_ok=True)

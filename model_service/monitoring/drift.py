@@ -221,7 +221,11 @@ ALLOWED_TYPES = {
 
 def readable_columns(bodies, model):
     """({column: values of the readable rows}, number of unreadable rows) for a chunk."""
-    observations = [observation_of(body, model.contract) for body in bodies]
+    return readable_observations([observation_of(body, model.contract) for body in bodies], model)
+
+
+def readable_observations(observations, model):
+    """readable_columns of observations already read (observation_of: None, unreadable)."""
     bad = sum(observation is None for observation in observations)
     observations = [observation for observation in observations if observation is not None]
     columns = {c: [obs.get(c) for obs in observations] for c in model.columns}

@@ -38,6 +38,7 @@ from model_service.monitoring.intervals import (
 )
 from model_service.monitoring.quality_cells import (
     AUC_BINS,
+    EXACT_LABELLED_ROWS,
     Sums,
     auc_bin,
     auc_of,
@@ -77,20 +78,25 @@ class GroupCells:
             return encoder.labels[int(encoder.encode([value])[0])]
         return category_label(value)
 
-    def keys_of(self, bodies):
-        """[{grouping: key}] of stored bodies: each row's group in every grouping."""
-        found = []
-        for body in bodies:
-            observation = observation_of(body, self.model.contract) or {}
-            labels = {}
-            keys = {}
-            for grouping in self.groupings:
-                for column in grouping:
-                    if column not in labels:
-                        labels[column] = self.label(column, observation.get(column))
-                keys[grouping] = json.dumps([labels[c] for c in grouping])
-            found.append(keys)
-        return found
+    def keys_of(self, bodies=None, observations=None):
+        """[{grouping: key}] of stored bodies (or of their observations, parsed): each row's
+        group in every grouping. A column's labels are made at once for every row."""
+        if observations is None:
+            observations = [observation_of(body, self.model.contract) or {} for body in bodies]
+        labels = {}
+        for column in dict.fromkeys(c for grouping in self.groupings for c in grouping):
+            values = [observation.get(column) for observation in observations]
+            if column in self.bins:
+                encoder = self.bins[column]
+                labels[column] = [encoder.labels[code] for code in encoder.encode(values).tolist()]
+            else:
+                labels[column] = [category_label(value) for value in values]
+        rows = range(len(observations))
+        by_grouping = {
+            grouping: [json.dumps([labels[c][i] for c in grouping]) for i in rows]
+            for grouping in self.groupings
+        }
+        return [{grouping: keys[i] for grouping, keys in by_grouping.items()} for i in rows]
 
     def cells(self, sums, keys, labelled, outcomes):
         """Add the group cells of a bucket's rows to sums (keys: keys_of its rows; labelled:
@@ -142,9 +148,14 @@ class GroupCells:
         """Groups.report's answer for `by` (a declared grouping) from the window's sums.
 
         rows_in_bins(bins) -> (truth, score, bodies) of the labelled rows whose score is in
-        those AUC bins: read to make each group's ROC AUC exact where its bins are not."""
+        those AUC bins: read once, while the window holds at most EXACT_LABELLED_ROWS
+        labelled rows, to make each group's ROC AUC exact where its bins are not."""
         groups_config = self.groups
-        read = (self, sums, auc_sums, pause, rows_in_bins)
+        needed = [by, *(rule.columns for rule in groups_config.rules)]
+        refined = None
+        if rows_in_bins is not None and labelled <= EXACT_LABELLED_ROWS:
+            refined = self.refined_rows(needed, sums, auc_sums, rows_in_bins)
+        read = (self, sums, auc_sums, pause, refined)
         groups = groups_of(by, *read)
         rules = []
         for rule in groups_config.rules:
@@ -193,19 +204,34 @@ class GroupCells:
             )
         return grouping, cells_by_key, auc_by_key
 
-    def exact_wins(self, grouping, auc_by_key, rows_in_bins):
-        """{key: {bin: wins}} for the groups' uncertain AUC bins, from their rows."""
-        uncertain = {key: uncertain_bins(sums) for key, sums in auc_by_key.items()}
-        every = {b: span for bins in uncertain.values() for b, span in bins.items()}
-        if not every or rows_in_bins is None:
-            return {}
+    def refined_rows(self, needed, sums, auc_sums, rows_in_bins):
+        """(truth, score, [{grouping: key}]) of the labelled rows in every uncertain AUC bin
+        of the groups of these groupings, read at once; None when there are none."""
+        every = {}
+        for by in needed:
+            if self.grouping_of(by) is None:
+                continue
+            _, _, auc_by_key = self.cells_of_groups(by, sums, auc_sums)
+            for bins in auc_by_key.values():
+                every.update(uncertain_bins(bins))
+        if not every:
+            return None
         truth, score, bodies = rows_in_bins(every)
-        keys = np.array([row[grouping] for row in self.keys_of(bodies)], dtype=object)
-        return {
-            key: wins_within(truth[keys == key], score[keys == key], bins)
-            for key, bins in uncertain.items()
-            if bins
-        }
+        return truth, score, self.keys_of(bodies)
+
+    def exact_wins(self, grouping, auc_by_key, refined):
+        """{key: {bin: wins}} for the groups' uncertain AUC bins, from their rows."""
+        if refined is None:
+            return {}
+        truth, score, keys = refined
+        of_grouping = np.array([row[grouping] for row in keys], dtype=object)
+        found = {}
+        for key, sums in auc_by_key.items():
+            bins = uncertain_bins(sums)
+            if bins:
+                mine = of_grouping == key
+                found[key] = wins_within(truth[mine], score[mine], bins)
+        return found
 
     def order(self, labels):
         """groups.py's order: a number's bins in order; categories by name, then (other)
@@ -237,10 +263,10 @@ class GroupCells:
         return group
 
 
-def groups_of(by, grouped, sums, auc_sums, pause, rows_in_bins):
+def groups_of(by, grouped, sums, auc_sums, pause, refined):
     """[Group] of a declared grouping, in groups.py's order, judged from its cells."""
     grouping, cells_by_key, auc_by_key = grouped.cells_of_groups(by, sums, auc_sums)
-    wins = grouped.exact_wins(grouping, auc_by_key, rows_in_bins)
+    wins = grouped.exact_wins(grouping, auc_by_key, refined)
     found = []
     for key, cells in cells_by_key.items():
         stored = dict(zip(grouping, json.loads(key), strict=True))

@@ -32,10 +32,18 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from peewee import EXCLUDED, BigIntegerField, Case, DateTimeField, DoubleField, Model, TextField, fn
+from peewee import (
+    BigIntegerField,
+    DateTimeField,
+    DoubleField,
+    Model,
+    PostgresqlDatabase,
+    TextField,
+    fn,
+)
 
 from model_service import migrations
-from model_service.monitoring.drift import count_bins, readable_columns
+from model_service.monitoring.drift import count_bins, observation_of, readable_observations
 from model_service.monitoring.quality_cells import Sums, labelled_cells
 from model_service.monitoring.reports import REPORTS, MulticlassReport
 from model_service.monitoring.window import UNKNOWN_VERSION, as_datetime, parsed, plain_rows
@@ -131,14 +139,15 @@ class Rollups:
             key = (hour_of(row[0]), row[1] or "")
             by_bucket.setdefault(key, []).append(row)
         for (hour, version), bucket in by_bucket.items():
+            observations = [observation_of(row[2], self.model.contract) for row in bucket]
             if not labels_only:
-                for cell, n in self.bucket_cells(bucket).items():
+                for cell, n in self.bucket_cells(bucket, observations).items():
                     if n:
                         found.add((hour, version, cell), n)
             at = [i for i, row in enumerate(bucket) if row[5] is not None]
             sums, outcomes, kept = labelled_cells(self.report, [self.stored(bucket[i]) for i in at])
             if self.grouped is not None and self.grouped.groupings:
-                keys = self.grouped.keys_of([row[2] for row in bucket])
+                keys = self.grouped.keys_of(observations=[o or {} for o in observations])
                 read = [position for position, taken in zip(at, kept, strict=True) if taken]
                 self.grouped.cells(sums, keys, read, outcomes)
             day = hour.replace(hour=0)
@@ -153,10 +162,10 @@ class Rollups:
             return (row[5], row[3], row[7], row[8])
         return (row[5], row[4])
 
-    def bucket_cells(self, rows):
-        """Counter {cell: n} of rows of one hour and version."""
+    def bucket_cells(self, rows, observations):
+        """Counter {cell: n} of rows of one hour and version (observations: theirs, read)."""
         cells = Counter(rows=len(rows))
-        columns, unreadable = readable_columns([row[2] for row in rows], self.model)
+        columns, unreadable = readable_observations(observations, self.model)
         cells["unreadable"] = unreadable
         if self.profile and len(rows) > unreadable:
             for column, values in columns.items():
@@ -185,37 +194,23 @@ class Rollups:
     # --- writing --------------------------------------------------------------------
 
     def add(self, cells):
-        """Add the counts to the table, in the transaction of the rows they count.
+        """Add the sums to the table, in the transaction of the rows they count.
 
-        One INSERT ... ON CONFLICT DO UPDATE, its rows in key order: two workers that
-        count the same cells lock them in the same order, and never deadlock.
+        INSERT ... ON CONFLICT DO UPDATE, its rows in key order: two workers that count the
+        same cells lock them in the same order, and never deadlock. Written as SQL (the same
+        on both databases): peewee's query builder costs more than the statement.
         """
         rows = [
-            {"hour": hour, "model_version": version, "cell": cell, "n": n, "s": s, "q": q,
-             "lo": lo, "hi": hi}
+            (hour, version, cell, n, s, q, lo, hi)
             for (hour, version, cell), (n, s, q, lo, hi) in sorted(cells.items())
             if n or s or q
-        ]  # fmt: skip
+        ]
+        database = unproxied(self.store.database)
         for start in range(0, len(rows), 500):
-            Rollup.insert_many(rows[start : start + 500]).on_conflict(
-                conflict_target=[Rollup.model_version, Rollup.hour, Rollup.cell],
-                update={
-                    Rollup.n: Rollup.n + EXCLUDED.n,
-                    Rollup.s: fn.COALESCE(Rollup.s, 0) + fn.COALESCE(EXCLUDED.s, 0),
-                    Rollup.q: fn.COALESCE(Rollup.q, 0) + fn.COALESCE(EXCLUDED.q, 0),
-                    # The lowest and highest (CASE: SQLite's MIN(a, b) is PostgreSQL's LEAST).
-                    Rollup.lo: Case(
-                        None,
-                        [(Rollup.lo.is_null() | (EXCLUDED.lo < Rollup.lo), EXCLUDED.lo)],
-                        Rollup.lo,
-                    ),
-                    Rollup.hi: Case(
-                        None,
-                        [(Rollup.hi.is_null() | (EXCLUDED.hi > Rollup.hi), EXCLUDED.hi)],
-                        Rollup.hi,
-                    ),
-                },
-            ).execute()
+            chunk = rows[start : start + 500]
+            mark = "(" + ", ".join([database.param] * 8) + ")"
+            values = ", ".join([mark] * len(chunk))
+            database.execute_sql(UPSERT.format(values=values), [v for row in chunk for v in row])
 
     def on_rows_stored(self, _store, rows):
         """store.py: new rows (peewee instances), in the transaction that inserts them."""
@@ -223,6 +218,8 @@ class Rollups:
 
     def on_row_labelled(self, _store, before, after):
         """store.py: a row's true value set or corrected: its labelled cells move."""
+        if before.rolled_up is None:  # not counted yet: catch_up counts it with this label
+            return
         cells = self.cells_of([tuple(getattr(after, c) for c in ROW_COLUMNS)], labels_only=True)
         earlier = self.cells_of([tuple(getattr(before, c) for c in ROW_COLUMNS)], True)
         for key, (n, s, q, _, _) in earlier.items():
@@ -269,6 +266,8 @@ class Rollups:
         while True:
             with migrations.exclusive_transaction(unproxied(self.store.database)):
                 query = table.select(*columns).where(table.rolled_up.is_null()).order_by(table.id)
+                if isinstance(unproxied(self.store.database), PostgresqlDatabase):
+                    query = query.for_update()  # an /update of these rows waits for the count
                 rows = plain_rows(query.limit(BACKFILL_ROWS))
                 if not rows:
                     return total
@@ -282,8 +281,8 @@ class Rollups:
     def count(self, window, last_id):
         """Sums {(version, cell): [n, s, q, lo, hi]} over the window but the AUC cells: whole
         hours from the table, the parts of hours at its ends from their rows (up to
-        last_id). Rows nobody counted yet are counted first (catch_up)."""
-        self.catch_up()
+        last_id). Rows nobody counted yet: catch_up, which /stats calls first, outside the
+        transaction of its reads (counting writes)."""
         hours = whole(window.since, window.until, HOUR)
         by_day = Rollup.cell.startswith("A:") | Rollup.cell.startswith("AG\x1f")
         found = self.sum_table(window, hours, ~by_day)
@@ -375,6 +374,20 @@ def floor(moment, size):
 
 
 _TICK = timedelta(microseconds=1)
+# Rollup.add's statement: the lowest and highest score by CASE, for SQLite's MIN(a, b) is
+# PostgreSQL's LEAST.
+UPSERT = (
+    'INSERT INTO prediction_rollup ("hour", "model_version", "cell", "n", "s", "q", "lo", "hi") '
+    "VALUES {values} "
+    'ON CONFLICT ("model_version", "hour", "cell") DO UPDATE SET '
+    '"n" = prediction_rollup."n" + excluded."n", '
+    '"s" = COALESCE(prediction_rollup."s", 0) + COALESCE(excluded."s", 0), '
+    '"q" = COALESCE(prediction_rollup."q", 0) + COALESCE(excluded."q", 0), '
+    '"lo" = CASE WHEN prediction_rollup."lo" IS NULL OR excluded."lo" < prediction_rollup."lo" '
+    'THEN excluded."lo" ELSE prediction_rollup."lo" END, '
+    '"hi" = CASE WHEN prediction_rollup."hi" IS NULL OR excluded."hi" > prediction_rollup."hi" '
+    'THEN excluded."hi" ELSE prediction_rollup."hi" END'
+)
 # The first and last time of each version (window.versions), the rows at the ends of a
 # window (count_rows), and the labelled rows of a window (reports.py): each a range of an
 # index, not a scan of the table. IF NOT EXISTS: both databases; two replicas at once too.

@@ -68,7 +68,9 @@ def serve_stats():
     reported = request.args.get("model_version") or model.version
     window = Window(current_store(), since, until)
 
-    # The counts first (rollups.py): the last id they saw bounds every later query.
+    # The counts first (rollups.py): the last id they saw bounds every later query. Rows
+    # written by other means than this service's are counted before, in their own transaction.
+    state.rollups.catch_up()
     last_id, counted = window.in_transaction(partial(count_window, state.rollups, window))
     versions = window.in_transaction(
         partial(window.versions, Counter({k: v[0] for k, v in counted.items()}))
@@ -144,17 +146,17 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled):
 
 
 def summary_of_many(report, window, last_id, rollups, sums):
-    """The quality keys from the sums (quality_cells.py). ROC AUC from the score bins is
-    made exact by reading the rows of the bins whose order the sums do not know, while they
-    are at most EXACT_LABELLED_ROWS; else it keeps the bound of its error, and past
-    AUC_ERROR_LIMIT it comes from every labelled row."""
+    """The quality keys from the sums (quality_cells.py). ROC AUC comes from the score
+    bins, with the bound of its error; past AUC_ERROR_LIMIT, it is made exact by the rows of
+    the bins whose order the sums do not know (when at most EXACT_LABELLED_ROWS), or else by
+    every labelled row."""
     auc = window.in_transaction(partial(rollups.count_auc, window, last_id))
     version = version_key(window.version)
     auc = {cell: value for (found, cell), value in auc.items() if found == version}
     cells = {cell: value[0] for cell, value in sums.items()}
     quality = quality_cells.summary_from_cells(report, sums, auc, cells)
     metrics = quality["metrics"]
-    if not metrics.get("roc_auc_error_bound"):
+    if (metrics.get("roc_auc_error_bound") or 0) <= quality_cells.AUC_ERROR_LIMIT:
         return quality
     bins = quality_cells.uncertain_bins(auc)
     bins_rows = sum(n for (n, *_rest) in (auc.get(f"A:{b}:{t}", [0]) for b in bins for t in (0, 1)))

@@ -78,8 +78,9 @@ class Window:
             name = version or UNKNOWN_VERSION
             of_version = replace(self, version=name)
             table = self.table
-            query = table.select(fn.MIN(table.created_at), fn.MAX(table.created_at))
-            first, last = of_version.where(query, None).tuples().get()
+            # Apart: SQLite reads a MIN or a MAX alone from the index, both at once by a scan.
+            first = of_version.where(table.select(fn.MIN(table.created_at)), None).scalar()
+            last = of_version.where(table.select(fn.MAX(table.created_at)), None).scalar()
             labelled = table.select(fn.COUNT(table.id)).where(table.true_value.is_null(False))
             latest = table.select(table.id).order_by(table.created_at.desc(), table.id.desc())
             found.append(
