@@ -13,7 +13,7 @@ TEST_PROCESSES ?= auto
 -include .env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
-.PHONY: help run test test-template fuzz lint format notebooks examples smoke score export bench clean replay bench-stats screenshots
+.PHONY: help run test test-template fuzz lint format notebooks examples smoke score export bench clean replay bench-stats bench-export screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,7 +71,7 @@ score: $(BIN)/.dev-installed ## Score a CSV file: make score URL=http://... IN=i
 export: $(BIN)/.dev-installed ## Download the stored rows, resumably: make export URL=http://... OUT=traffic.csv
 	$(BIN)/python clients/export.py "$(URL)" "$(OUT)"
 
-bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a brief (POSTGRES_URL=... too)
+bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic (and with a challenger), a regressor, a brief (POSTGRES_URL=... too)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
 	$(BIN)/python benchmarks/throughput.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
@@ -83,8 +83,17 @@ bench: $(BIN)/.dev-installed ## Service vs one-row app: Titanic, a regressor, a 
 replay: $(BIN)/.dev-installed ## Send notebook 1's held-out passengers and outcomes to a server (URL=...)
 	$(BIN)/python clients/replay_traffic.py $(or $(URL),http://localhost:$(PORT))
 
-bench-stats: $(BIN)/.dev-installed ## Time GET /stats over 100,000 stored rows (POSTGRES_URL=... too)
-	$(BIN)/python benchmarks/stats.py $(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+bench-stats: $(BIN)/.dev-installed ## Time GET /stats over 1 and 10 million stored rows (ROWS=100000, POSTGRES_URL=...)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python benchmarks/stats.py $(if $(ROWS),--rows $(ROWS)) \
+		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
+
+bench-export: $(BIN)/.dev-installed ## Export 1,000,000 stored rows: time, memory, /predict meanwhile (ROWS=, POSTGRES_URL=)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "Install wrk, the load generator: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python benchmarks/export.py --rows $(or $(ROWS),1000000) \
+		$(if $(POSTGRES_URL),--postgres-url $(POSTGRES_URL))
 
 screenshots: $(BIN)/.dev-installed ## Redraw docs/*.png, the README's pictures of / and /monitor
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
