@@ -92,10 +92,12 @@ EXAMPLE = DEFAULT_OBSERVATION
 
 
 def empty_database(url):
-    """Drop the table so that the next app starts on an empty database."""
+    """Drop the tables (the predictions, and their rollups) so that the next app starts on
+    an empty database."""
     database = connect(url)
     with database:
-        database.execute_sql("DROP TABLE IF EXISTS prediction")
+        for table in ("prediction", "prediction_rollup", "prediction_rollup_state"):
+            database.execute_sql(f"DROP TABLE IF EXISTS {table}")
     return url
 
 
