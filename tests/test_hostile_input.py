@@ -501,10 +501,10 @@ def test_deep_huge_and_odd_json_is_refused_without_harm(hostile_server):
 # named by their part of the contract ("predict"...) or by their path.
 FUZZ_EXAMPLES = {
     "tutorial": {
-        "predict": (150, 150),
-        "batch": (60, 60),
-        "update": (80, 80),
-        "/list-db-contents": (60, 60),
+        "predict": (100, 100),
+        "batch": (40, 40),
+        "update": (50, 50),
+        "/list-db-contents": (40, 40),
         "/health": (1, 0),
         "/openapi.yaml": (1, 0),
     },
