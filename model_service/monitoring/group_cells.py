@@ -40,7 +40,8 @@ from model_service.monitoring.quality_cells import (
     AUC_BINS,
     EXACT_LABELLED_ROWS,
     Sums,
-    auc_bin,
+    add_auc_bins,
+    add_confusion,
     auc_of,
     mean_interval,
     uncertain_bins,
@@ -114,21 +115,8 @@ class GroupCells:
         task = self.model.task
         if task.name == "binary":
             truth, decided, score = (outcomes[k][mask] for k in ("truth", "decided", "score"))
-            for t in (0, 1):
-                for d in (0, 1):
-                    n = int(((truth == t) & (decided == d)).sum())
-                    if n:
-                        sums.add(f"{prefix}m:{t}:{d}", n)
-            bins = auc_bin(score)
-            for b in np.unique(bins):
-                for t in (0, 1):
-                    inside = (bins == b) & (truth == t)
-                    if inside.any():
-                        chosen = score[inside]
-                        name = f"AG{SEP}{index}{SEP}{key}{SEP}{b}:{t}"
-                        sums.add(
-                            name, int(inside.sum()), lo=float(chosen.min()), hi=float(chosen.max())
-                        )
+            add_confusion(sums, prefix, truth, decided)
+            add_auc_bins(sums, f"AG{SEP}{index}{SEP}{key}{SEP}", truth, score)
         elif task.name == "multiclass":
             pairs = zip(
                 outcomes["true"][mask].tolist(), outcomes["predicted"][mask].tolist(), strict=True

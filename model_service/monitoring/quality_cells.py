@@ -87,11 +87,7 @@ def labelled_cells(report, rows):
 
 
 def binary_sums(sums, truth, score, decided, thresholds):
-    for t in (0, 1):
-        for d in (0, 1):
-            n = int(((truth == t) & (decided == d)).sum())
-            if n:
-                sums.add(f"L:m:{t}:{d}", n)
+    add_confusion(sums, "L:", truth, decided)
     positive = truth.astype(float)
     for k, n in zip(*np.unique(probability_bins(score), return_counts=True), strict=True):
         inside = probability_bins(score) == k
@@ -102,15 +98,28 @@ def binary_sums(sums, truth, score, decided, thresholds):
     )
     for t, n in zip(*np.unique(thresholds, return_counts=True), strict=True):
         sums.add(f"L:thr:{float(t)!r}", int(n))
+    add_auc_bins(sums, "A:", truth, score)
+
+
+def add_confusion(sums, prefix, truth, decided):
+    """prefix + m:<truth>:<decided>: a binary classifier's confusion matrix."""
+    for t in (0, 1):
+        for d in (0, 1):
+            n = int(((truth == t) & (decided == d)).sum())
+            if n:
+                sums.add(f"{prefix}m:{t}:{d}", n)
+
+
+def add_auc_bins(sums, prefix, truth, score):
+    """prefix + <bin>:<truth>: the rows of each fine score bin, its lowest and highest score."""
     bins = auc_bin(score)
     for b in np.unique(bins):
         for t in (0, 1):
             inside = (bins == b) & (truth == t)
             if inside.any():
                 chosen = score[inside]
-                sums.add(
-                    f"A:{b}:{t}", int(inside.sum()), lo=float(chosen.min()), hi=float(chosen.max())
-                )
+                low, high = float(chosen.min()), float(chosen.max())
+                sums.add(f"{prefix}{b}:{t}", int(inside.sum()), lo=low, hi=high)
 
 
 def multiclass_sums(sums, true, predicted, matrix):
