@@ -26,7 +26,7 @@ from reliability_helpers import (
 pytestmark = pytest.mark.slow
 
 CLIENTS = 16
-REQUESTS = 3000  # per database
+REQUESTS = 2000  # per database
 
 
 def unique_ids(count, seed):
