@@ -234,10 +234,12 @@ class Rollups:
         database = self.store.database
         for table in self.tables:
             migrations.upgrade(database, table)
-        for statement in INDEXES:  # what /stats's lookups of the rows need
-            database.execute_sql(statement.format(table=self.store.table._meta.table_name))
         started = time.monotonic()
         with migrations.exclusive_transaction(unproxied(database)):
+            # Under the lock: PostgreSQL's IF NOT EXISTS is no guard against a second replica
+            # creating the same index at the same moment.
+            for statement in INDEXES:  # what /stats's lookups of the rows need
+                database.execute_sql(statement.format(table=self.store.table._meta.table_name))
             state = RollupState.get_or_none(RollupState.name == "signature")
             table = self.store.table
             emptied = not plain_rows(table.select(table.id).limit(1))  # a new or emptied table
