@@ -9,12 +9,19 @@ connections and a bound on every wait.
 
 import select
 import sqlite3
+from contextlib import contextmanager
 from functools import partial
 
 import peewee
 import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import MaxConnectionsExceeded
+
+# How long a statement may take at start-up: building an index or counting every row of a
+# table of millions (migrations.py, monitoring/rollups.py) takes minutes, not a request's
+# seconds. gunicorn loads the app once, before any request (preload_app).
+START_UP_TIMEOUT = 900
+_start_up = {"timeout": None}  # set by unhurried(), read by wait_for_postgres
 
 # Errors that mean "the database cannot be reached or is too busy right now": 503.
 DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
@@ -52,8 +59,10 @@ def wait_for_postgres(connection, timeout):
     """psycopg2 calls this whenever it waits for PostgreSQL (set in open_database).
 
     A server that is down refuses at once; one that hangs (frozen, or cut off by the
-    network) would block the worker until gunicorn kills it. So give up after `timeout`.
+    network) would block the worker until gunicorn kills it. So give up after `timeout`
+    (at start-up, inside unhurried(), after START_UP_TIMEOUT).
     """
+    timeout = _start_up["timeout"] or timeout
     while True:
         state = connection.poll()
         if state == psycopg2.extensions.POLL_OK:
@@ -65,6 +74,17 @@ def wait_for_postgres(connection, timeout):
         )
         if not (readable or writable):
             raise psycopg2.OperationalError(f"PostgreSQL did not answer within {timeout} s")
+
+
+@contextmanager
+def unhurried():
+    """Start-up's work on the database: each wait for PostgreSQL may take START_UP_TIMEOUT
+    seconds instead of DATABASE_TIMEOUT (SQLite's statements are not bounded anyway)."""
+    _start_up["timeout"] = START_UP_TIMEOUT
+    try:
+        yield
+    finally:
+        _start_up["timeout"] = None
 
 
 def in_transaction(database, work):

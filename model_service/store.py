@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from flask import current_app
 
 from model_service import migrations
-from model_service.database import discard_connections, in_transaction
+from model_service.database import discard_connections, in_transaction, unhurried
 from model_service.errors import ApiError, StartupError
 from model_service.parsing import read_observation
 from model_service.scoring import score_each
@@ -67,7 +67,8 @@ class Store:
     def upgrade(self):
         """Create the table, or bring one of an earlier release up to date (migrations.py)."""
         try:
-            changes = migrations.upgrade(self.database, self.table)
+            with unhurried():  # an index built on a table of millions of rows takes minutes
+                changes = migrations.upgrade(self.database, self.table)
         except migrations.MigrationError as error:
             raise StartupError(str(error)) from None
         for change in changes:

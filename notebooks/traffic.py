@@ -4,6 +4,7 @@
     found = traffic.load_traffic()
     print(found.source)  # one sentence: where the rows come from
     found.rows           # one row per prediction, in the order they arrived
+    found.database_url   # the database they were read from (None: an export file)
 
 load_traffic takes the first source there is (DEMO_TRAFFIC=1 skips to the third, whatever is
 stored: `make notebooks` sets it when a predictions.db is there, so that the outputs it saves
@@ -25,7 +26,9 @@ are those of a fresh clone):
    create_app on a temporary SQLite file, through Flask's test client), each to the predict
    route, then its true outcome to the update route, as `make replay` does to a running
    service, one at a time: every run analyses the same rows in the same order, and shows
-   the same figures. It needs no server and no network; the file is deleted once read.
+   the same figures. It needs no server and no network. The file is kept while `found`
+   is (until the kernel stops, at the latest), so that the notebook can ask the service's
+   GET /stats about the same rows (notebook 3, section 8); then it is deleted.
 
 `rows` has one column per feature (the value as sent, None when missing or unreadable),
 then `model_version` ("unknown" for rows stored before it was recorded), `proba`,
@@ -46,7 +49,7 @@ import os
 import pickle
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -71,6 +74,11 @@ class NothingToRead(Exception):
 class Traffic:
     rows: pd.DataFrame  # one row per prediction (see the module's docstring)
     source: str  # one sentence: where the rows come from
+    # The database read, as a service would be given it (DATABASE_URL): an app built on it
+    # answers /stats about the same rows. None for an export file.
+    database_url: str | None = None
+    # The demo's temporary folder: deleted with this object, or when the kernel stops.
+    kept: object = field(default=None, repr=False)
 
 
 def load_traffic(root=ROOT):
@@ -96,13 +104,16 @@ def load_traffic(root=ROOT):
             rows,
             f"This run analyses the {len(rows)} predictions stored in the database of "
             f"DATABASE_URL ({described(url)}).",
+            absolute(url, root),
         )
-    rows = read_database(f"sqlite:///{root / DEFAULT_DATABASE}", dtypes)
+    url = f"sqlite:///{root / DEFAULT_DATABASE}"
+    rows = read_database(url, dtypes)
     if rows is not None and len(rows):
         return Traffic(
             rows,
             f"This run analyses the {len(rows)} predictions stored in {DEFAULT_DATABASE}, "
             "the database `make run` writes.",
+            url,
         )
     return demo_traffic(
         root, dtypes, f"no TRAFFIC_CSV or DATABASE_URL was given, and {DEFAULT_DATABASE} holds none"
@@ -255,16 +266,18 @@ def json_or_text(text):
 
 def demo_traffic(root, dtypes, why):
     """Notebook 1's held-out passengers and their outcomes, through the service in this
-    process, on a temporary SQLite file: the rows it stored. `why`: why no other source."""
-    with tempfile.TemporaryDirectory(prefix="demo-traffic-") as folder:
-        url = f"sqlite:///{Path(folder) / 'demo.db'}"
-        service = import_service(url, root)
-        served = service.create_app({"DATABASE_URL": url, "MODEL_DIR": str(root)})
-        try:
-            passengers, predicted, updated = replay_into(served)
-            rows = read_database(url, dtypes)
-        finally:
-            served.extensions["store"].discard_connections()  # the file is deleted next
+    process, on a temporary SQLite file: the rows it stored. `why`: why no other source.
+    The file stays until the Traffic returned is deleted (see the module's docstring)."""
+    # Deleted by its finalizer: with the Traffic that keeps it, or when the kernel stops.
+    folder = tempfile.TemporaryDirectory(prefix="demo-traffic-")
+    url = f"sqlite:///{Path(folder.name) / 'demo.db'}"
+    service = import_service(url, root)
+    served = service.create_app({"DATABASE_URL": url, "MODEL_DIR": str(root)})
+    try:
+        passengers, predicted, updated = replay_into(served)
+        rows = read_database(url, dtypes)
+    finally:
+        served.extensions["store"].discard_connections()  # its work is done
     if set(predicted) != {200} or set(updated) != {200}:
         raise NothingToRead(
             f"The demo traffic was not stored as sent: the predict route answered {predicted}, "
@@ -275,13 +288,16 @@ def demo_traffic(root, dtypes, why):
         f"This run analyses demo traffic made here ({why}): the {len(passengers)} passengers "
         "notebook 1 held out, sent to the service in this process on a temporary SQLite "
         "file, then their true outcomes.",
+        url,
+        folder,
     )
 
 
 def import_service(url, root):
-    """app.py, imported. Importing it builds an app from the environment: on the demo
-    database and this model then, never on predictions.db; and the logging it sets up for
-    the service is taken down again, so that its start-up lines do not clutter the notebook."""
+    """app.py, imported. Importing it builds an app from the environment: on the database
+    of `url` and this model then, never on a predictions.db of the notebook's folder; and
+    the logging it sets up for the service is taken down again, so that its start-up lines
+    do not clutter the notebook."""
     saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "MODEL_DIR")}
     logger = logging.getLogger()
     handlers, level = list(logger.handlers), logger.level

@@ -23,6 +23,7 @@ from live_server import ROOT, LiveServer, free_port  # noqa: F401 (tests import 
 from playhouse.db_url import connect
 
 from model_service import scoring
+from model_service.monitoring.rollups import TABLES, RollupState
 
 sys.path.insert(0, str(ROOT))
 
@@ -96,7 +97,8 @@ def empty_database(url):
     an empty database."""
     database = connect(url)
     with database:
-        for table in ("prediction", "prediction_rollup", "prediction_rollup_state"):
+        rollups = [table._meta.table_name for table in (*TABLES.values(), RollupState)]
+        for table in ("prediction", *rollups):
             database.execute_sql(f"DROP TABLE IF EXISTS {table}")
     return url
 

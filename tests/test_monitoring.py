@@ -631,6 +631,7 @@ def test_notebook_3_shows_the_numbers_of_the_stored_rows(tmp_path, monkeypatch):
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__py*"))
     for name in ("pipeline.pickle", "columns.json", "dtypes.pickle", drift.PROFILE_FILE):
         shutil.copy(TITANIC / name, copy / name)
+    shutil.copy(ROOT / "app.py", copy / "app.py")  # section 8 builds the service on the rows
     output = printed(execute(copy / "notebooks" / "3_monitor_the_model.ipynb"))
 
     known = [i for i, label in enumerate(labels) if label is not None]

@@ -249,6 +249,8 @@ def test_notebook_3_analyses_its_own_demo_traffic_on_a_fresh_clone(fresh_clone):
     for sex in ["female", "male"]:  # section 6, per group
         count = sum(observation["Sex"] == sex for observation in observations)
         assert re.search(rf"^{sex} +{count} +{count} ", output, re.M), sex
+    # Section 8: /stats, built on the demo's database, gave the same figures (else it stops).
+    assert "This notebook and /stats agree." in output
     assert not list(fresh_clone.rglob("predictions.db*")), "the demo left a database behind"
 
 
@@ -298,6 +300,7 @@ def test_the_traffic_of_a_database_and_of_its_export_read_alike(
         f"This run analyses the {len(sent)} predictions stored in the database of "
         f"DATABASE_URL ({traffic.described(database_url)})."
     )
+    assert found.database_url == database_url  # what notebook 3 builds the service on
     assert rows["readable"].tolist() == [True] * 16 + [False]
     assert rows[COLUMNS].values.tolist() == [[o.get(c) for c in COLUMNS] for o in sent[:16]] + [
         [None] * len(COLUMNS)  # the word makes the whole observation unreadable
@@ -326,6 +329,7 @@ def test_the_traffic_of_a_database_and_of_its_export_read_alike(
         found.source
         == f"This run analyses the 17 predictions of the export file {path} (TRAFFIC_CSV)."
     )
+    assert found.database_url is None
     pd.testing.assert_frame_equal(found.rows, rows)
 
 

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_service.database import DATABASE_ERRORS
+from model_service.database import DATABASE_ERRORS, unhurried
 from model_service.errors import StartupError
 from model_service.monitoring import metrics, stats
 from model_service.monitoring.drift import load_profile
@@ -68,7 +68,8 @@ def init_app(app):
     grouped = GroupCells(checked, model)  # the declared groupings, counted as rows come
     rollups = Rollups(app.extensions["store"], model, profile, grouped)
     try:
-        done = rollups.upgrade()  # the counts of /stats: created, or filled from the rows
+        with unhurried():  # counting a table of millions of rows takes minutes
+            done = rollups.upgrade()  # the counts of /stats: created, or filled from the rows
     except DATABASE_ERRORS as error:
         raise StartupError(f"Cannot reach the database to count the rows: {error}") from None
     finally:

@@ -1,5 +1,6 @@
-"""The quality of a classifier as sums kept per hour: what /stats reads instead of the
-labelled rows when a window holds more than EXACT_LABELLED_ROWS of them.
+"""The quality of a model as sums kept per hour: what /stats reads instead of the labelled
+rows when a window holds more than READ_LABELLED_ROWS of them (a regressor's metrics:
+regression_cells.py).
 
     cells = labelled_cells(report, rows)            # rollups.py, as rows are labelled
     metrics = binary_from_cells(task, sums, auc)    # stats.py, over a window
@@ -14,6 +15,9 @@ Each labelled row adds to (rollups.py keeps n, s and q of a cell, and lo and hi 
   AUC_BINS fine bins;
 * multiclass: `L:m:<true>:<predicted>`, `L:cal:<bin>` of the top probability (s: the top
   probabilities, q: the right ones) and `L:loss`;
+* regression: per target, exact sums of the true values, the errors and their squares,
+  and `L:ra:0` (the first target's errors, for `daily`): regression_cells.py, which also
+  reads them;
 * every task: `L:out`, a labelled row this task cannot read (left out).
 
 From these, the counts and every metric made of them are exactly scikit-learn's (sums of
@@ -28,6 +32,7 @@ from collections import Counter
 import numpy as np
 
 from model_service.monitoring.intervals import Z, wilson
+from model_service.monitoring.regression_cells import add_regression_sums
 from model_service.monitoring.reports import (
     binary_metrics,
     bins_of,
@@ -37,7 +42,8 @@ from model_service.monitoring.reports import (
 )
 
 AUC_BINS = 4096
-EXACT_LABELLED_ROWS = 100_000  # up to this, /stats reads the labelled rows themselves
+READ_LABELLED_ROWS = 20_000  # up to this, /stats reads the labelled rows themselves
+EXACT_LABELLED_ROWS = 100_000  # up to this, its ROC AUC is exact (rows of uncertain bins)
 AUC_ERROR_LIMIT = 0.001  # a bound above this: AUC from the rows themselves
 EPSILON = np.finfo(float).eps  # scikit-learn's log_loss clips probabilities so
 
@@ -75,11 +81,10 @@ def labelled_cells(report, rows):
     elif task.name == "multiclass":
         found, kept = report.outcomes(rows)
         multiclass_sums(sums, found["true"], found["predicted"], found["matrix"])
-    else:  # a regressor: the errors of its first target, for the quality per day
+    else:
         found, kept = report.outcomes(rows)
-        errors = found["prediction"][:, 0] - found["truth"][:, 0]
-        if len(errors):
-            sums.add("L:ra:0", len(errors), float(np.abs(errors).sum()), float((errors**2).sum()))
+        if len(found["truth"]):
+            add_regression_sums(sums, found["truth"], found["prediction"])
     left_out = len(rows) - sum(kept)
     if left_out:
         sums.add("L:out", left_out)
@@ -112,14 +117,15 @@ def add_confusion(sums, prefix, truth, decided):
 
 def add_auc_bins(sums, prefix, truth, score):
     """prefix + <bin>:<truth>: the rows of each fine score bin, its lowest and highest score."""
-    bins = auc_bin(score)
-    for b in np.unique(bins):
-        for t in (0, 1):
-            inside = (bins == b) & (truth == t)
-            if inside.any():
-                chosen = score[inside]
-                low, high = float(chosen.min()), float(chosen.max())
-                sums.add(f"{prefix}{b}:{t}", int(inside.sum()), lo=low, hi=high)
+    keys = auc_bin(score) * 2 + truth.astype(int)  # <bin>:<truth>, as one number
+    order = np.lexsort((score, keys))  # by key, then score: each key's rows side by side
+    keys, score = keys[order], score[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else []
+    ends = np.r_[starts[1:], len(keys)] if len(keys) else []
+    for start, end in zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), strict=True):
+        key = int(keys[start])
+        low, high = float(score[start]), float(score[end - 1])
+        sums.add(f"{prefix}{key // 2}:{key % 2}", end - start, lo=low, hi=high)
 
 
 def multiclass_sums(sums, true, predicted, matrix):

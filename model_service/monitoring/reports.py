@@ -28,13 +28,15 @@ What the metrics hold (sklearn.metrics; null where undefined, and `metrics.reaso
 * regression: mae, rmse, r2 and `errors` (prediction - truth: mean, quantiles and 10
   equal-width bins from the smallest to the largest, as numpy.histogram cuts them), for a
   single output; for several, the same per target under `metrics.targets`. `calibration`
-  and `distribution` are null: there are no probabilities.
+  and `distribution` are null: there are no probabilities. (Past READ_LABELLED_ROWS, from
+  sums: regression_cells.py; the quantiles and bins then of the latest labelled rows.)
 """
 
 import json
-from array import array
+from operator import itemgetter
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -154,24 +156,31 @@ class BinaryReport:
         Each row is decided as it was answered: p >= its threshold, for its positive class
         (rows from before the upgrade: 0.5, and P(classes[1]), which they answered).
         """
-        true, proba, threshold, positive = array("q"), array("d"), array("d"), array("q")
-        kept = []
-        for true_text, p, t, positive_text in rows:
-            true_index = self.codes(true_text)
-            positive_index = 1 if positive_text is None else self.codes(positive_text)
-            kept.append(not (true_index is None or positive_index is None or p is None))
-            if not kept[-1]:
-                continue  # a row of another model, with other classes
-            true.append(true_index)
-            proba.append(p)
-            threshold.append(DEFAULT_THRESHOLD if t is None else t)
-            positive.append(positive_index)
-        proba, threshold = np.array(proba, dtype=float), np.array(threshold, dtype=float)
-        turned = np.array(positive, dtype=np.int64) != self.task.positive_index
-        truth = np.array(true, dtype=np.int64) == self.task.positive_index
+        # Column by column: zip(*rows) of 100,000 rows costs ten times as much.
+        columns = [list(map(itemgetter(k), rows)) for k in range(4)]
+        true = self.indexes(columns[0])
+        positive = self.indexes(columns[3], default=1)
+        proba = np.array(columns[1], dtype=float)  # None: NaN
+        threshold = np.array(columns[2], dtype=float)
+        # A row of another model, with other classes, or without a probability: left out.
+        kept = (true >= 0) & (positive >= 0) & ~np.isnan(proba)
+        true, positive, proba, threshold = true[kept], positive[kept], proba[kept], threshold[kept]
+        threshold[np.isnan(threshold)] = DEFAULT_THRESHOLD
+        turned = positive != self.task.positive_index
+        truth = true == self.task.positive_index
         score = np.where(turned, 1 - proba, proba)
         decided = (proba >= threshold) != turned
-        return truth, score, decided, threshold, kept
+        return truth, score, decided, threshold, kept.tolist()
+
+    def indexes(self, texts, default=None):
+        """The class index of each stored JSON text (ClassCodes), -1 when it is none;
+        `default` for a missing text (None). Each distinct text is read once: a column of
+        100,000 labels holds a handful."""
+        codes, distinct = pd.factorize(np.array(texts, dtype=object), use_na_sentinel=True)
+        of_distinct = [self.codes(text) for text in distinct]
+        table = np.array([-1 if i is None else i for i in of_distinct] + [default], dtype=float)
+        found = table[codes]  # code -1 (None) picks the last entry: the default
+        return np.where(np.isnan(found), -1, found).astype(np.int64)
 
 
 def binary_metrics(truth, score, decided, thresholds, task):
@@ -416,9 +425,14 @@ class RegressionReport:
             name: regression_metrics(truth[:, k], prediction[:, k])
             for k, name in enumerate(self.names)
         }
+        return self.combined(per_target, len(truth))
+
+    def combined(self, per_target, labelled):
+        """/stats's metrics of the targets' ({name: regression_metrics}) over `labelled`
+        rows, with the reason of a null (regression_cells.py makes them from sums too)."""
         undefined = [name for name, found in per_target.items() if found["r2"] is None]
         reason = None
-        if not len(truth):
+        if not labelled:
             reason = no_labels_reason(self.task)
         elif undefined:
             reason = "r2 needs two labelled rows with different true values"

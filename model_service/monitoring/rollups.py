@@ -1,29 +1,34 @@
-"""Counts per hour of the stored rows, kept as the rows are written: what lets /stats count a
-window of millions of rows without reading them.
+"""Counts and sums of the stored rows per hour and per day, kept as the rows are written:
+what lets /stats count a window of millions of rows without reading them.
 
     rollups = Rollups(store, model, profile)   # monitoring.init_app
-    rollups.upgrade()                           # at start-up: the table, filled if new
-    counted = rollups.count(window)             # /stats: {cell: (n, ...)} of a window
+    rollups.upgrade()                           # at start-up: the tables, filled if new
+    counted = rollups.count(window, last_id)    # /stats: {(version, cell): [n, ...]}
 
-The table prediction_rollup holds one row per (hour, model version, cell): `n` rows stored
-in that hour by that version fall in that cell. The cells (a name each):
+Three tables of the same columns, one row per (hour or day, model version, cell): `n` rows
+stored then by that version fall in that cell, with the sums `s`, `q` of the labelled cells
+and the lowest and highest score `lo`, `hi` of an AUC bin (quality_cells.py):
 
-* `rows`, `unreadable` (an observation this model
-  would refuse), `replaced` and `replaced:<field>` ([predict] invalid = "as_missing");
-* `d:<column>:<bin>`: the readable observations in each bin of the training profile
-  (drift.py), so that the drift of any window is a sum;
-* a binary classifier's `p:<bin>` (the stored probability in tenths), a multiclass one's
-  `c:<class index>` (the predicted class) and `t:<bin>` (its top probability in tenths).
+* prediction_rollup (Rollup): per hour; prediction_rollup_day (RollupDay): the same cells
+  per day; prediction_rollup_auc (RollupAuc): the AUC bins, per day only;
+* the cells (a name each): `rows`, `unreadable` (an observation this model would refuse),
+  `replaced` and `replaced:<field>` ([predict] invalid = "as_missing"); `d:<column>:<bin>`,
+  the readable observations in each bin of the training profile (drift.py); a binary
+  classifier's `p:<bin>` (the stored probability in tenths), a multiclass one's
+  `c:<class index>` and `t:<bin>`; `L:n` (the labelled rows) and the labelled cells of
+  quality_cells.py and group_cells.py (the declared groupings).
 
-Like whylogs' profiles, cells merge by addition: a window of whole hours is a SUM over the
-table, and the part of an hour at each end of a window is counted from its rows (at most
-two hours of them). The service counts the rows it writes in the transaction that writes
-them (store.py sends rows_stored inside it, and marks them rolled_up), so the counts never
-disagree with the rows; rows written otherwise (by an earlier release, by hand) are counted
-by the next /stats (catch_up). A new table, or one made for another model, profile or
-release of these cells (the `signature` kept in prediction_rollup_state), is counted again
-from every row at start-up. Labels change no count: the labelled rows are read from their
-own partial index (window.py, reports.py).
+Like whylogs' profiles, cells merge by addition. A window is cut into its whole days (a SUM
+over prediction_rollup_day: one row per day and cell), the whole hours of the days at its
+ends (prediction_rollup) and the parts of hours at its ends, counted from their rows (at
+most two hours of them): the cost follows the days a window spans, not its rows. The
+service counts the rows it writes in the transaction that writes them (store.py sends
+rows_stored inside it, and marks them rolled_up), so the counts never disagree with the
+rows; a label moves its row's labelled cells in the transaction of /update (row_labelled).
+Rows written otherwise (by an earlier release, by hand) are counted by the next /stats
+(catch_up). New tables, or tables made for another model, profile, groupings or release of
+these cells (the `signature` kept in prediction_rollup_state), are counted again from every
+row at start-up.
 """
 
 import json
@@ -44,16 +49,24 @@ from peewee import (
 
 from model_service import migrations
 from model_service.monitoring.drift import count_bins, observation_of, readable_observations
-from model_service.monitoring.quality_cells import Sums, labelled_cells
+from model_service.monitoring.quality_cells import Sums, add_auc_bins, labelled_cells
 from model_service.monitoring.reports import REPORTS, MulticlassReport
-from model_service.monitoring.window import UNKNOWN_VERSION, as_datetime, parsed, plain_rows
+from model_service.monitoring.window import (
+    UNKNOWN_VERSION,
+    as_datetime,
+    blocking_rows,
+    let_others_run,
+    parsed,
+    plain_rows,
+)
 from model_service.signals import row_labelled, rows_stored
 
 log = logging.getLogger("app")
 
-FORMAT = 2  # the release of the cells: a change of what they mean fills the table again
+FORMAT = 3  # the release of the cells: a change of what they mean fills the table again
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-DAY_CELLS = ("A:", "AG\x1f")  # the AUC bins (quality_cells.py, group_cells.py): per day
+AUC_CELLS = ("A:", "AG\x1f")  # the AUC bins (quality_cells.py, group_cells.py): per day
+VACUUM_AFTER_ROWS = 10_000  # a start-up that counted this many rows vacuums the tables
 BACKFILL_ROWS = 5000  # rows read at a time when the table is filled from the stored rows
 # The columns of a stored row the cells are counted from, in this order.
 ROW_COLUMNS = (
@@ -70,7 +83,9 @@ ROW_COLUMNS = (
 
 
 class Rollup(Model):
-    hour = DateTimeField()  # the start of the hour, UTC, as created_at
+    """The cells of one hour: what the parts of days at the ends of a window read."""
+
+    hour = DateTimeField()  # the start of the hour (of the day: RollupDay, RollupAuc), UTC
     model_version = TextField()  # "" for rows stored without a version
     cell = TextField()
     n = BigIntegerField(default=0)
@@ -82,6 +97,28 @@ class Rollup(Model):
     class Meta:
         table_name = "prediction_rollup"
         indexes = ((("model_version", "hour", "cell"), True),)
+
+
+class RollupDay(Rollup):
+    """The same cells per day: a window of whole days reads one row per day and cell."""
+
+    class Meta:
+        table_name = "prediction_rollup_day"
+        indexes = ((("model_version", "hour", "cell"), True),)
+
+
+class RollupAuc(Rollup):
+    """The AUC bins (quality_cells.py, group_cells.py), per day: thousands of cells a day,
+    in a table of their own so that the other sums never read them."""
+
+    class Meta:
+        table_name = "prediction_rollup_auc"
+        indexes = ((("model_version", "hour", "cell"), True),)
+
+
+# The levels of the cells, and their tables: cells_of keys its sums (level, ...).
+HOURLY, DAILY, AUC = "hour", "day", "auc"
+TABLES = {HOURLY: Rollup, DAILY: RollupDay, AUC: RollupAuc}
 
 
 class RollupState(Model):
@@ -109,7 +146,7 @@ class Rollups:
         self.store, self.model, self.profile = store, model, profile
         self.grouped = grouped  # group_cells.GroupCells: the declared groupings' cells
         database = store.database
-        self.tables = [Rollup, RollupState]
+        self.tables = [*TABLES.values(), RollupState]
         for table in self.tables:
             table.bind(database)  # the store's DatabaseProxy: the same connection
         self.signature = json.dumps(
@@ -131,8 +168,9 @@ class Rollups:
     # --- counting rows --------------------------------------------------------------
 
     def cells_of(self, rows, labels_only=False):
-        """Sums {(hour, version, cell): [n, s, q, lo, hi]} of rows, tuples of ROW_COLUMNS
-        (the AUC cells A:... under the day instead of the hour)."""
+        """Sums {(level, hour or day, version, cell): [n, s, q, lo, hi]} of rows, tuples of
+        ROW_COLUMNS: each cell under its hour (HOURLY) and its day (DAILY), but the AUC
+        cells A:..., under their day only (AUC)."""
         found = Sums()
         by_bucket = {}
         for row in rows:
@@ -143,18 +181,19 @@ class Rollups:
             if not labels_only:
                 for cell, n in self.bucket_cells(bucket, observations).items():
                     if n:
-                        found.add((hour, version, cell), n)
+                        found.add((HOURLY, hour, version, cell), n)
             at = [i for i, row in enumerate(bucket) if row[5] is not None]
             sums, outcomes, kept = labelled_cells(self.report, [self.stored(bucket[i]) for i in at])
+            if at:  # every labelled row, read by this task or not: /stats's versions
+                sums.add("L:n", len(at))
             if self.grouped is not None and self.grouped.groupings:
                 keys = self.grouped.keys_of(observations=[o or {} for o in observations])
                 read = [position for position, taken in zip(at, kept, strict=True) if taken]
                 self.grouped.cells(sums, keys, read, outcomes)
-            day = hour.replace(hour=0)
             for cell, (n, s, q, lo, hi) in sums.items():
-                when = day if cell.startswith(DAY_CELLS) else hour
-                found.add((when, version, cell), n, s, q, lo, hi)
-        return found
+                level = AUC if cell.startswith(AUC_CELLS) else HOURLY
+                found.add((level, hour, version, cell), n, s, q, lo, hi)
+        return with_days(found)
 
     def stored(self, row):
         """(true value, *the columns reports.py reads) of a row of ROW_COLUMNS."""
@@ -200,17 +239,27 @@ class Rollups:
         same cells lock them in the same order, and never deadlock. Written as SQL (the same
         on both databases): peewee's query builder costs more than the statement.
         """
-        rows = [
-            (hour, version, cell, n, s, q, lo, hi)
-            for (hour, version, cell), (n, s, q, lo, hi) in sorted(cells.items())
-            if n or s or q
-        ]
         database = unproxied(self.store.database)
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            mark = "(" + ", ".join([database.param] * 8) + ")"
-            values = ", ".join([mark] * len(chunk))
-            database.execute_sql(UPSERT.format(values=values), [v for row in chunk for v in row])
+        statements = []  # (SQL, parameters)
+        for level, table in TABLES.items():
+            rows = [
+                (hour, version, cell, n, s, q, lo, hi)
+                for (found, hour, version, cell), (n, s, q, lo, hi) in sorted(cells.items())
+                if found == level and (n or s or q)
+            ]
+            for start in range(0, len(rows), 500):
+                chunk = rows[start : start + 500]
+                mark = "(" + ", ".join([database.param] * 8) + ")"
+                values = ", ".join([mark] * len(chunk))
+                sql = UPSERT.format(table=table._meta.table_name, values=values)
+                statements.append((sql, [v for row in chunk for v in row]))
+        if isinstance(database, PostgresqlDatabase) and len(statements) > 1:
+            # One round trip for the three tables: psycopg2 sends parameters in the text of
+            # the statements, and PostgreSQL runs the statements of one text in turn.
+            sql = "; ".join(statement for statement, _ in statements)
+            statements = [(sql, [v for _, parameters in statements for v in parameters])]
+        for sql, parameters in statements:
+            database.execute_sql(sql, parameters)
 
     def on_rows_stored(self, _store, rows):
         """store.py: new rows (peewee instances), in the transaction that inserts them."""
@@ -232,8 +281,9 @@ class Rollups:
         """Create the tables; fill the counts from every stored row when they are new or
         were made for another model (signature). Returns what it did, for the log."""
         database = self.store.database
-        for table in self.tables:
-            migrations.upgrade(database, table)
+        # A table of sums created now is empty: every row must be counted into it.
+        created = [migrations.upgrade(database, table) for table in self.tables]
+        created = any(change.startswith("created") for changes in created for change in changes)
         started = time.monotonic()
         with migrations.exclusive_transaction(unproxied(database)):
             # Under the lock: PostgreSQL's IF NOT EXISTS is no guard against a second replica
@@ -243,8 +293,9 @@ class Rollups:
             state = RollupState.get_or_none(RollupState.name == "signature")
             table = self.store.table
             emptied = not plain_rows(table.select(table.id).limit(1))  # a new or emptied table
-            if emptied or state is None or state.value != self.signature:  # count again
-                Rollup.delete().execute()
+            if emptied or created or state is None or state.value != self.signature:  # again
+                for rollup in TABLES.values():
+                    rollup.delete().execute()
                 table.update(rolled_up=None).where(table.rolled_up.is_null(False)).execute()
                 RollupState.insert(name="signature", value=self.signature).on_conflict(
                     conflict_target=[RollupState.name], update={RollupState.value: self.signature}
@@ -252,8 +303,16 @@ class Rollups:
         rows = self.catch_up()
         if not rows:
             return None
+        if rows >= VACUUM_AFTER_ROWS and isinstance(unproxied(database), PostgresqlDatabase):
+            # Every row's rolled_up just changed: as many dead rows, and statistics that say
+            # no row is counted. Until autovacuum gets there (never, where it is off), each
+            # /stats's lookup of the rows not counted yet would scan the whole table, and
+            # its reads of the labelled rows visit twice the pages. What autovacuum would do,
+            # now (outside any transaction, as VACUUM must be).
+            for table in (self.store.table, *TABLES.values()):
+                database.execute_sql(f'VACUUM (ANALYZE) "{table._meta.table_name}"')
         seconds = time.monotonic() - started
-        return f"counted {rows} stored rows into prediction_rollup in {seconds:.1f} s"
+        return f"counted {rows} stored rows into the rollup tables in {seconds:.1f} s"
 
     def catch_up(self):
         """Count the rows nobody counted yet (rolled_up NULL): rows written by a release
@@ -281,73 +340,117 @@ class Rollups:
     # --- reading --------------------------------------------------------------------
 
     def count(self, window, last_id):
-        """Sums {(version, cell): [n, s, q, lo, hi]} over the window but the AUC cells: whole
-        hours from the table, the parts of hours at its ends from their rows (up to
-        last_id). Rows nobody counted yet: catch_up, which /stats calls first, outside the
-        transaction of its reads (counting writes)."""
-        hours = whole(window.since, window.until, HOUR)
-        by_day = Rollup.cell.startswith("A:") | Rollup.cell.startswith("AG\x1f")
-        found = self.sum_table(window, hours, ~by_day)
-        for start, end in edges(window.since, window.until, *hours):
-            for (_, version, cell), value in self.count_rows(window, last_id, start, end):
-                if not cell.startswith(DAY_CELLS):
+        """Sums {(version, cell): [n, s, q, lo, hi]} over the window but the AUC cells: its
+        whole days from RollupDay, the whole hours at its ends from Rollup, and the parts of
+        hours from their rows (up to last_id). Rows nobody counted yet: catch_up, which
+        /stats calls first, outside the transaction of its reads (counting writes)."""
+        found = Sums()
+        for level, start, end in pieces(window.since, window.until):
+            if level is None:
+                for (found_level, _, version, cell), value in self.count_rows(
+                    window, last_id, start, end
+                ):
+                    if found_level == HOURLY:
+                        found.add((version, cell), *value)
+                continue
+            for key, value in self.sum_table(window, level, start, end).items():
+                found.add(key, *value)
+        return found
+
+    def count_auc(self, window, last_id, groups=True):
+        """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window (and of the
+        declared groupings' AG... unless not groups): kept per day, so the parts of days at
+        its ends come from their labelled rows."""
+        days = whole(window.since, window.until, DAY)
+        found = Sums()
+        for key, value in self.sum_table(window, AUC, *days).items():
+            if groups or key[1].startswith("A:"):
+                found.add(key, *value)
+        for start, end in edges(window.since, window.until, *days):
+            if not groups:  # the model's bins alone: no observation to read
+                self.count_auc_rows(found, window, last_id, start, end)
+                continue
+            for (level, _, version, cell), value in self.count_rows(
+                window, last_id, start, end, True
+            ):
+                if level == AUC:
                     found.add((version, cell), *value)
         return found
 
-    def count_auc(self, window, last_id):
-        """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window: kept per
-        day, so the parts of days at its ends come from their labelled rows."""
-        days = whole(window.since, window.until, DAY)
-        by_day = Rollup.cell.startswith("A:") | Rollup.cell.startswith("AG\x1f")
-        found = self.sum_table(window, days, by_day)
-        for start, end in edges(window.since, window.until, *days):
-            for (_, version, cell), value in self.count_rows(window, last_id, start, end, True):
-                if cell.startswith(DAY_CELLS):
-                    found.add((version, cell), *value)
-        return found
+    def count_auc_rows(self, found, window, last_id, start, end):
+        """Add to found the A:<bin>:<truth> cells of the labelled rows stored in [start,
+        end): their scores and truths only, as quality_cells.binary_sums counts them."""
+        if self.model.task.name != "binary":
+            return  # only a binary classifier's answers have a ROC AUC
+        table = self.store.table
+        columns = (table.model_version, table.true_value, table.proba)
+        query = table.select(*columns, table.threshold, table.positive_class)
+        query = query.where(table.true_value.is_null(False), table.created_at >= start)
+        query = window.where(query if end is None else query.where(table.created_at < end), last_id)
+        by_version = {}
+        for version, *stored in blocking_rows(query):
+            by_version.setdefault(version or "", []).append(stored)
+        for version, rows in by_version.items():
+            truth, score, *_ = self.report.judge(rows)
+            cells = Sums()
+            add_auc_bins(cells, "A:", truth, score)
+            for cell, value in cells.items():
+                found.add((version, cell), *value)
 
     def daily(self, window, last_id):
-        """{day: {cell: [n, s, q, lo, hi]}} of the window's version: the hours' sums by day
-        (what /stats's `daily` and /monitor's chart of quality read)."""
-        hours = whole(window.since, window.until, HOUR)
-        wanted = (Rollup.cell == "rows") | Rollup.cell.startswith("L:m:")
-        wanted |= Rollup.cell == "L:ra:0"
+        """{day: {cell: [n, s, q, lo, hi]}} of the window's version: the rows, and the
+        labelled rows' matrix or errors, by day (what /stats's `daily` and /monitor's chart
+        of quality read)."""
+
+        def wanted(table):
+            return (table.cell == "rows") | table.cell.startswith("L:m:") | (table.cell == "L:ra:0")
+
         found = {}
-        for (hour, _, cell), value in self.sum_table(window, hours, wanted, by_hour=True).items():
-            found.setdefault(hour.date(), Sums()).add(cell, *value)
-        for start, end in edges(window.since, window.until, *hours):
-            for (hour, _, cell), value in self.count_rows(window, last_id, start, end):
+        for level, start, end in pieces(window.since, window.until):
+            if level is None:
+                counted = self.count_rows(window, last_id, start, end)
+                counted = [((h, v, c), value) for (lv, h, v, c), value in counted if lv == HOURLY]
+            else:
+                counted = self.sum_table(window, level, start, end, wanted, by_hour=True).items()
+            for (hour, _, cell), value in counted:
                 if cell == "rows" or cell.startswith(("L:m:", "L:ra:0")):
                     found.setdefault(as_datetime(hour).date(), Sums()).add(cell, *value)
         return found
 
-    def sum_table(self, window, bounds, cells, by_hour=False):
-        first, end = bounds
-        query = Rollup.select(
-            Rollup.model_version,
-            Rollup.cell,
-            fn.SUM(Rollup.n),
-            fn.SUM(Rollup.s),
-            fn.SUM(Rollup.q),
-            fn.MIN(Rollup.lo),
-            fn.MAX(Rollup.hi),
-        ).where(cells)
+    def sum_table(self, window, level, first, end, cells=None, by_hour=False):
+        """Sums {(version, cell)} (by_hour: {(hour, version, cell)}) of the table of a level
+        (TABLES) with first <= hour < end (None: open), of the window's version, and of
+        the cells chosen (cells(table): a condition on its columns)."""
+        table = TABLES[level]
+        query = table.select(
+            table.model_version,
+            table.cell,
+            fn.SUM(table.n),
+            fn.SUM(table.s),
+            fn.SUM(table.q),
+            fn.MIN(table.lo),
+            fn.MAX(table.hi),
+        )
+        if cells is not None:
+            query = query.where(cells(table))
         if first is not None:
-            query = query.where(Rollup.hour >= first)
+            query = query.where(table.hour >= first)
         if end is not None:
-            query = query.where(Rollup.hour < end)
+            query = query.where(table.hour < end)
         if window.version is not None:
-            query = query.where(Rollup.model_version == version_key(window.version))
+            query = query.where(table.model_version == version_key(window.version))
         if by_hour:  # {(hour, version, cell)}
-            query = query.select_extend(Rollup.hour).group_by(
-                Rollup.hour, Rollup.model_version, Rollup.cell
+            query = query.select_extend(table.hour).group_by(
+                table.hour, table.model_version, table.cell
             )
         else:
-            query = query.group_by(Rollup.model_version, Rollup.cell)
+            query = query.group_by(table.model_version, table.cell)
         found = Sums()
-        for version, cell, n, s, q, lo, hi, *hour in plain_rows(query):
+        for number, (version, cell, n, s, q, lo, hi, *hour) in enumerate(blocking_rows(query)):
             key = (as_datetime(hour[0]), version, cell) if by_hour else (version, cell)
             found.add(key, int(n), s or 0.0, q or 0.0, lo, hi)
+            if number % 10_000 == 9_999:
+                let_others_run()  # tens of thousands of AUC bins: predictions go in between
         return found
 
     def count_rows(self, window, last_id, start, end, labelled=False):
@@ -359,6 +462,41 @@ class Rollups:
         if labelled:
             query = query.where(table.true_value.is_null(False))
         return self.cells_of(plain_rows(query), labels_only=labelled).items()
+
+
+def with_days(cells):
+    """The cells of cells_of, each HOURLY one under its day (DAILY) too; AUC ones per day."""
+    found = Sums()
+    for (level, hour, version, cell), (n, s, q, lo, hi) in cells.items():
+        day = hour.replace(hour=0)
+        if level == AUC:
+            found.add((AUC, day, version, cell), n, s, q, lo, hi)
+        else:
+            found.add((HOURLY, hour, version, cell), n, s, q, lo, hi)
+            found.add((DAILY, day, version, cell), n, s, q, lo, hi)
+    return found
+
+
+def pieces(since, until):
+    """The window [since, until) (None: open) as [(level, start, end)]: its whole days
+    (DAILY), the whole hours of the days at its ends (HOURLY), and the parts of hours at
+    its ends (None: counted from their rows)."""
+    first_day, end_day = whole(since, until, DAY)
+    if since is not None and until is not None and first_day >= end_day:
+        return hours_of(since, until)  # within a day, or two days' parts
+    found = [(DAILY, first_day, end_day)]
+    if since is not None and since < first_day:
+        found += hours_of(since, first_day)
+    if until is not None and end_day < until:
+        found += hours_of(end_day, until)
+    return found
+
+
+def hours_of(since, until):
+    """[since, until) as its whole hours (HOURLY) and the parts of hours at its ends."""
+    first, end = whole(since, until, HOUR)
+    found = [(HOURLY, first, end)] if first < end else []
+    return found + [(None, start, stop) for start, stop in edges(since, until, first, end)]
 
 
 def whole(since, until, size):
@@ -379,16 +517,16 @@ _TICK = timedelta(microseconds=1)
 # Rollup.add's statement: the lowest and highest score by CASE, for SQLite's MIN(a, b) is
 # PostgreSQL's LEAST.
 UPSERT = (
-    'INSERT INTO prediction_rollup ("hour", "model_version", "cell", "n", "s", "q", "lo", "hi") '
+    'INSERT INTO {table} ("hour", "model_version", "cell", "n", "s", "q", "lo", "hi") '
     "VALUES {values} "
     'ON CONFLICT ("model_version", "hour", "cell") DO UPDATE SET '
-    '"n" = prediction_rollup."n" + excluded."n", '
-    '"s" = COALESCE(prediction_rollup."s", 0) + COALESCE(excluded."s", 0), '
-    '"q" = COALESCE(prediction_rollup."q", 0) + COALESCE(excluded."q", 0), '
-    '"lo" = CASE WHEN prediction_rollup."lo" IS NULL OR excluded."lo" < prediction_rollup."lo" '
-    'THEN excluded."lo" ELSE prediction_rollup."lo" END, '
-    '"hi" = CASE WHEN prediction_rollup."hi" IS NULL OR excluded."hi" > prediction_rollup."hi" '
-    'THEN excluded."hi" ELSE prediction_rollup."hi" END'
+    '"n" = {table}."n" + excluded."n", '
+    '"s" = COALESCE({table}."s", 0) + COALESCE(excluded."s", 0), '
+    '"q" = COALESCE({table}."q", 0) + COALESCE(excluded."q", 0), '
+    '"lo" = CASE WHEN {table}."lo" IS NULL OR excluded."lo" < {table}."lo" '
+    'THEN excluded."lo" ELSE {table}."lo" END, '
+    '"hi" = CASE WHEN {table}."hi" IS NULL OR excluded."hi" > {table}."hi" '
+    'THEN excluded."hi" ELSE {table}."hi" END'
 )
 # The first and last time of each version (window.versions), the rows at the ends of a
 # window (count_rows), and the labelled rows of a window (reports.py): each a range of an

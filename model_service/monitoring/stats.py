@@ -37,7 +37,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sklearn.metrics import roc_auc_score
 
 from model_service.errors import ApiError
-from model_service.monitoring import quality_cells
+from model_service.monitoring import quality_cells, regression_cells
 from model_service.monitoring.comparison import challenger_columns, compare
 from model_service.monitoring.drift import drift_report, observation_of
 from model_service.monitoring.metrics import count_rules
@@ -52,6 +52,7 @@ blueprint = Blueprint("stats", __name__)
 # Up to this many rows in its window, /stats?by= reads them (groups.py: its bootstrap
 # intervals draw rows); beyond, a declared grouping comes from the sums (group_cells.py).
 ROW_PATH_ROWS = 20_000
+BINS_READ_APART = 16  # up to this many uncertain AUC bins are read by their score ranges
 
 
 @blueprint.get("/stats")
@@ -119,12 +120,12 @@ def count_window(rollups, window):
 def whole_stats(state, model, window, last_id, versions, sums, labelled):
     """/stats without by: the versions, the quality of the task, and the drift, from the
     rollups' sums of the window. The metrics: from the labelled rows themselves while there
-    are at most EXACT_LABELLED_ROWS; beyond, a classifier's from the sums too."""
+    are at most READ_LABELLED_ROWS (reading them is cheap); beyond, from the sums too."""
     report = REPORTS[model.task.name](model.task)
     cells = {cell: value[0] for cell, value in sums.items()}
     count, unreadable = cells.get("rows", 0), cells.get("unreadable", 0)
-    if labelled > quality_cells.EXACT_LABELLED_ROWS and model.task.name != "regression":
-        quality = summary_of_many(report, window, last_id, state.rollups, sums)
+    if labelled > quality_cells.READ_LABELLED_ROWS:
+        quality = summary_of_many(report, window, last_id, state.rollups, sums, labelled)
     else:
         quality = report.summary(window, last_id, cells)
     drift_by_column, drift_note = drift_report(
@@ -145,26 +146,34 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled):
     }
 
 
-def summary_of_many(report, window, last_id, rollups, sums):
+def summary_of_many(report, window, last_id, rollups, sums, labelled):
     """The quality keys from the sums (quality_cells.py). ROC AUC comes from the score
-    bins, with the bound of its error; past AUC_ERROR_LIMIT, it is made exact by the rows of
-    the bins whose order the sums do not know (when at most EXACT_LABELLED_ROWS), or else by
-    every labelled row."""
-    auc = window.in_transaction(partial(rollups.count_auc, window, last_id))
+    bins, with the bound of its error. It is made exact while the window holds at most
+    EXACT_LABELLED_ROWS labelled rows, or past AUC_ERROR_LIMIT: by the rows of the bins
+    whose order the sums do not know, when they are few, or else by every labelled row.
+    A regressor's: regression_cells.py, or every labelled row when its sums cannot answer."""
+    if report.task.name == "regression":
+        quality = regression_cells.summary_of_many(report, window, last_id, sums)
+        return quality or report.summary(window, last_id, None)
+    auc = window.in_transaction(partial(rollups.count_auc, window, last_id, groups=False))
     version = version_key(window.version)
     auc = {cell: value for (found, cell), value in auc.items() if found == version}
     cells = {cell: value[0] for cell, value in sums.items()}
     quality = quality_cells.summary_from_cells(report, sums, auc, cells)
     metrics = quality["metrics"]
-    if (metrics.get("roc_auc_error_bound") or 0) <= quality_cells.AUC_ERROR_LIMIT:
+    bound = metrics.get("roc_auc_error_bound") or 0
+    if bound <= quality_cells.AUC_ERROR_LIMIT and (
+        bound == 0 or labelled > quality_cells.EXACT_LABELLED_ROWS
+    ):
         return quality
     bins = quality_cells.uncertain_bins(auc)
     bins_rows = sum(n for (n, *_rest) in (auc.get(f"A:{b}:{t}", [0]) for b in bins for t in (0, 1)))
-    if bins_rows <= quality_cells.EXACT_LABELLED_ROWS:
+    # A query of a few bins' score ranges; past that, one read of every labelled row.
+    if bins_rows <= quality_cells.EXACT_LABELLED_ROWS and len(bins) <= BINS_READ_APART:
         truth, score, _ = labelled_in_bins(window, last_id, report, bins)
         wins = quality_cells.wins_within(truth, score, bins)
         metrics["roc_auc"], metrics["roc_auc_error_bound"] = quality_cells.auc_of(auc, wins)
-    elif metrics["roc_auc_error_bound"] > quality_cells.AUC_ERROR_LIMIT:
+    else:
         table = window.table
         rows = window.in_transaction(
             lambda: window.labelled(last_id, table.proba, table.threshold, table.positive_class)

@@ -18,7 +18,7 @@ from functools import partial
 
 import gevent
 from gevent import monkey
-from peewee import fn
+from peewee import SqliteDatabase, fn
 
 CHUNK_ROWS = 2000  # observations parsed at a time: bounds memory, and lets others run
 UNKNOWN_VERSION = "unknown"  # how /stats names the rows stored with no model_version
@@ -44,6 +44,9 @@ class Window:
         return self.store.table
 
     def in_transaction(self, work):
+        """work() in a transaction; first, the worker's other requests that are ready run
+        (/stats is a few steps of tens of milliseconds each: predictions go in between)."""
+        let_others_run()
         return self.store.in_transaction(work)
 
     def where(self, query, last_id):
@@ -68,8 +71,8 @@ class Window:
 
     def versions(self, counted):
         """[{version, predictions, labelled, first_stored, last_stored}] of the window, the
-        most recently used first: the rows from the rollups' counts (counted: {(version,
-        cell): n}); the times, and the labelled rows, from indexes (rollups.INDEXES)."""
+        most recently used first: the rows and the labelled rows from the rollups' counts
+        (counted: {(version, cell): n}); the times from indexes (rollups.INDEXES)."""
         found = []
         for version in sorted({version for version, cell in counted if cell == "rows"}):
             rows = counted[(version, "rows")]
@@ -81,14 +84,13 @@ class Window:
             # Apart: SQLite reads a MIN or a MAX alone from the index, both at once by a scan.
             first = of_version.where(table.select(fn.MIN(table.created_at)), None).scalar()
             last = of_version.where(table.select(fn.MAX(table.created_at)), None).scalar()
-            labelled = table.select(fn.COUNT(table.id)).where(table.true_value.is_null(False))
             latest = table.select(table.id).order_by(table.created_at.desc(), table.id.desc())
             found.append(
                 {
                     "latest": of_version.where(latest.limit(1), None).scalar(),
                     "version": name,
                     "predictions": rows,
-                    "labelled": of_version.where(labelled, None).scalar(),
+                    "labelled": counted.get((version, "L:n"), 0),
                     "first_stored": iso_or_none(as_datetime(first)),
                     "last_stored": iso_or_none(as_datetime(last)),
                 }
@@ -128,6 +130,32 @@ class Window:
 def plain_rows(query):
     """The rows of a query as the driver's tuples, without building peewee's row objects."""
     return query.model._meta.database.execute(query).fetchall()
+
+
+def blocking_rows(query):
+    """plain_rows(query), read by a thread of gevent's native pool when the worker is a
+    gevent one on SQLite.
+
+    SQLite reads in the worker's own thread: a sum over a hundred thousand rows would hold
+    every other request of the worker for its whole length. sqlite3 lets go of the GIL while
+    SQLite steps, so from a native thread the worker's other requests run meanwhile. The
+    query runs on the request's own connection (the same transaction), which waits for
+    it. PostgreSQL's reads already let others run (database.wait_for_postgres).
+    """
+    database = getattr(query.model._meta.database, "obj", query.model._meta.database)
+    if not (isinstance(database, SqliteDatabase) and monkey.is_module_patched("threading")):
+        return plain_rows(query)
+    sql, parameters = query.sql()
+    connection = database.connection()  # the greenlet's, opened (or in its transaction)
+
+    def read():
+        cursor = connection.cursor()
+        try:
+            return cursor.execute(sql, parameters).fetchall()
+        finally:
+            cursor.close()
+
+    return gevent.get_hub().threadpool.apply(read)
 
 
 def let_others_run():

@@ -222,11 +222,28 @@ METRICS_SCHEMAS = {
         },
     },
     "RegressionErrors": {
+        "description": text(
+            """
+            The errors of every labelled row; past 100,000 labelled rows in the window, the
+            quantiles and bins are those of the latest labelled rows (from_latest_rows)
+            """
+        ),
         "type": "object",
         "required": ["mean", "quantiles", "bins"],
         "additionalProperties": False,
         "properties": {
-            "mean": {"type": "number"},
+            "mean": {"description": "Over every labelled row", "type": "number"},
+            "from_latest_rows": {
+                "description": text(
+                    """
+                    Only past 100,000 labelled rows in the window, when the other figures come
+                    from sums: the quantiles and bins are those of this many labelled rows, the
+                    latest predictions of the window (the mean is still over every one)
+                    """
+                ),
+                "type": "integer",
+                "minimum": 1,
+            },
             "quantiles": {
                 "description": "The quantiles 0, 0.05, 0.25, 0.5, 0.75, 0.95 and 1",
                 "type": "array",
