@@ -40,7 +40,20 @@ from peewee import (
     TextField,
 )
 
-from model_service import challenger, export, health, monitoring, openapi, pages, predict_batch
+from model_service import (
+    api_keys,
+    challenger,
+    export,
+    health,
+    monitoring,
+    openapi,
+    pages,
+    predict_batch,
+    privacy,
+    quota,
+    rate_limits,
+    security_headers,
+)
 from model_service.artifacts import load_model
 from model_service.batching import MicroBatcher
 from model_service.contract import ContractError, check_against_routes
@@ -91,7 +104,9 @@ class Prediction(Model):
     # CHALLENGER_DIR: what the challenger said of this row, in the shadow (never answered).
     challenger_version = TextField(null=True)
     challenger_prediction = TextField(null=True)  # JSON, as prediction
-    rolled_up = IntegerField(null=True)  # 1: counted in /stats's rollups (monitoring/rollups.py)
+    rolled_up = IntegerField(null=True)  # which release of /stats's sums counted it (rollups.py)
+    # API_KEYS: the name of the key that wrote the row (api_keys.py); NULL when keys were off.
+    api_key_name = TextField(null=True)
 
     class Meta:
         database = database
@@ -182,6 +197,8 @@ def create_app(settings=None):
     # 2. The database, and the table: created, or upgraded in place from an earlier release.
     connect_database(app)
     store = app.extensions["store"] = Store(Prediction)
+    privacy.init_app(app)  # api.toml's [store]: fields never stored, or stored hashed
+    quota.init_app(app)  # DATABASE_QUOTA_MB: a warning at 80 %, [store] when_full at 100 %
     try:
         store.upgrade()
     except DATABASE_ERRORS as error:
@@ -197,8 +214,10 @@ def create_app(settings=None):
             database.close()  # with a pool: back to the pool
 
     tag_requests(app)  # X-Request-ID on every answer and log line
+    security_headers.init_app(app)  # nosniff, Referrer-Policy; CORS_ORIGINS' preflights
     register_error_handlers(app)  # every error is JSON {"error": ...}, never a traceback
     register_routes(app)
+    rate_limits.init_app(app)  # RATE_LIMIT (per API key), MAX_QUEUED_PREDICTIONS: refused at once
     return app
 
 
@@ -220,6 +239,7 @@ def register_routes(app):
     add_route(app, contract.predict_path, predict)  # with and without the final slash
     add_route(app, contract.update_path, update)
     predict_batch.init_app(app)  # POST /predict-batch, or [batch] path
+    api_keys.init_app(app)  # API_KEYS: the routes above that score or label need a key
 
 
 def connect_database(app):

@@ -34,6 +34,11 @@ They hold what the service answers, nothing computed here (booleans, and labels 
 not strings, written as JSON writes them: true, 1). OUTPUT.csv is written to a temporary
 file renamed at the end: an interrupted run leaves no half-written output.
 
+A service with API keys (API_KEYS) needs one on its batch route: pass it with --api-key,
+or better in the environment variable API_KEY (a command line can be read by the other
+users of the machine). It is sent as X-API-Key on the batch requests only, never on
+/health, and never printed.
+
 A progress bar shows rows/s. Answers 502, 503 and 504, timeouts and dropped connections
 are retried with backoff for up to --retry-for seconds: the ids make every request
 idempotent, so a service that restarts or loses its database for a while costs time,
@@ -43,7 +48,7 @@ already scored are sent again and get their stored answers; nothing is stored tw
 Exit status: 0 when every row has an answer; 1 when some rows have an error (the
 whole file is written, and a summary line says how many); 2 when the run cannot be done
 (no id column, a file that cannot be read or written, a service that cannot be reached
-or refuses the requests), with one sentence that says why.
+or refuses the requests, an API key missing or refused), with one sentence that says why.
 
 Needs pandas, requests and tqdm (requirements_dev.txt has them), and of the rest of the
 project only model_service/answer_columns.py (standard library only): on another machine,
@@ -54,6 +59,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -72,6 +78,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 from model_service.answer_columns import AnswerColumns, answer_columns  # noqa: E402
 
+# What an HTTP header can carry of a key: printable ASCII without spaces (the service's keys).
+API_KEY_CHARACTERS = re.compile(r"[!-~]+")
 RETRY_STATUSES = {502, 503, 504}  # a restarting service, or its database down for a while
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is --timeout
 
@@ -107,7 +115,27 @@ def parse_arguments(argv=None):
     parser.add_argument(
         "--timeout", type=float, default=120, help="seconds to wait for an answer (default: 120)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("API_KEY"),
+        help="the key for a service with API_KEYS, sent as X-API-Key to the batch route "
+        "(default: the environment variable API_KEY, which other users of the machine "
+        "cannot read as they can a command line)",
+    )
+    options = parser.parse_args(argv)
+    options.api_key = api_key_of(parser, options.api_key)
+    return options
+
+
+def api_key_of(parser, given):
+    """The key to send, stripped (a key file's newline), or None; never shown in an error."""
+    key = (given or "").strip()
+    if key and not API_KEY_CHARACTERS.fullmatch(key):
+        parser.error(
+            "the API key (--api-key or API_KEY) holds a space or a character that is not "
+            "printable ASCII, which no key has"
+        )
+    return key or None
 
 
 def positive(text):
@@ -321,6 +349,8 @@ class Service:
             half = len(items) // 2
             self.batch_size = min(self.batch_size, half)  # and smaller batches from now on
             return self.score(items[:half]) + self.score(items[half:])
+        if response.status_code == 401:
+            raise self.key_refused(response)
         if response.status_code == 404:
             raise UsageError(
                 f"{self.url} has no POST {self.batch_path}: is it this service, deployed from "
@@ -336,16 +366,35 @@ class Service:
             )
         return results
 
+    def key_refused(self, response):
+        """The 401's sentence: a key to give, or the one given is not the service's."""
+        if self.options.api_key is None:
+            return UsageError(
+                f"The service at {self.url} needs an API key: pass --api-key or set the "
+                "environment variable API_KEY to a key of its API_KEYS."
+            )
+        return UsageError(
+            f"The service at {self.url} refused the API key given (--api-key or API_KEY): "
+            f"{answer(response)}."
+        )
+
     def post(self, items):
         """The service's answer, after retrying what can be retried for up to --retry-for s."""
         body = json.dumps({"observations": items}).encode()  # NaN allowed: the service reads it
         headers = {"Content-Type": "application/json"}
+        if self.options.api_key is not None:
+            headers["X-API-Key"] = self.options.api_key
         timeout = (CONNECT_TIMEOUT, self.options.timeout)
         delay, started, problem = 0.5, time.monotonic(), None
         while True:
             try:
+                # Not redirected: requests would carry the key to wherever the answer points.
                 response = self.session().post(
-                    f"{self.url}{self.batch_path}", data=body, headers=headers, timeout=timeout
+                    f"{self.url}{self.batch_path}",
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
                 if response.status_code not in RETRY_STATUSES:
                     if problem is not None:

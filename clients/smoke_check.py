@@ -19,6 +19,11 @@ between 10**12 and 2**62, far above the ids clients normally use, or a string
 "smoke-<random>"), and sends its true outcome to the update route: the positive class of a
 binary classifier, or the prediction itself for the other tasks.
 
+A service with API keys (API_KEYS) needs one on the routes that score or label: pass it with
+--api-key, or better in the environment variable API_KEY (a command line can be read by the
+other users of the machine). It is sent as X-API-Key on those requests only, never on
+/health, and never printed.
+
 Only the standard library is used, so any Python 3.11+ runs it, without the project's
 requirements.
 """
@@ -26,7 +31,9 @@ requirements.
 import argparse
 import json
 import math
+import os
 import random
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -46,6 +53,8 @@ DEFAULT_OBSERVATION = {
 }
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "::1")
+# What an HTTP header can carry of a key: printable ASCII without spaces (api_keys.py's keys).
+API_KEY_CHARACTERS = re.compile(r"[!-~]+")
 
 # The checklist, in the order it runs; {predict} and {update} are the contract's routes.
 HEALTH = "GET /health answers 200 with status ok"
@@ -81,21 +90,36 @@ class Response:
         return f"HTTP {self.status}: {text[:200] or '(empty body)'}"
 
 
-class Client:
-    def __init__(self, base_url, timeout):
-        self.base_url, self.timeout = base_url, timeout
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is: followed, it would carry the key to another URL."""
 
-    def request(self, method, path, body=None):
+    def redirect_request(self, *_args):
+        return None
+
+
+class Client:
+    def __init__(self, base_url, timeout, api_key=None):
+        self.base_url, self.timeout, self.api_key = base_url, timeout, api_key
+        self.keyed_opener = urllib.request.build_opener(NoRedirect)
+
+    def post(self, path, body):
+        """A request to a route that scores or labels: the one that carries the API key."""
+        return self.request("POST", path, body, api_key=self.api_key)
+
+    def request(self, method, path, body=None, api_key=None):
         data = None
         headers = {"Accept": "application/json", "User-Agent": "smoke_check.py"}
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        if api_key is not None:
+            headers["X-API-Key"] = api_key
         request = urllib.request.Request(
             self.base_url + path, data=data, method=method, headers=headers
         )
+        urlopen = self.keyed_opener.open if api_key is not None else urllib.request.urlopen
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+            with urlopen(request, timeout=self.timeout) as answer:
                 return Response(answer.status, answer.read(), dict(answer.headers))
         except urllib.error.HTTPError as error:  # 4xx and 5xx still carry a body
             with error:
@@ -153,6 +177,27 @@ def fix_for_unreachable(response):
     if response.status == 404:
         return "this URL serves something else than app.py: check the domain and the service"
     return "read the deploy logs (railway logs) for the error behind this answer"
+
+
+def refused_for_key(check, name, answer, api_key):
+    """A 401: FAIL `name` with what to do about the API key, and SKIP the checks after it,
+    which the service would refuse alike. False for any other answer."""
+    if answer.status != 401:
+        return False
+    if api_key is None:
+        fix = (
+            "the service needs an API key: pass --api-key or set the environment variable "
+            "API_KEY to a key of its API_KEYS"
+        )
+    else:
+        fix = (
+            "the service refused the API key given (--api-key or API_KEY): use a key of its "
+            "API_KEYS"
+        )
+    check.fails(name, answer.describe(), fix)
+    if name in CHECKS:  # TREATED, the last check, stands for INVALID
+        skip_the_rest(check, None, "needs an API key the service accepts", after=name)
+    return True
 
 
 def field(response, key):
@@ -488,8 +533,8 @@ def wrongly_typed_copy(observation, keep=()):
 # ---------------------------------------------------------------------------------------
 
 
-def run(base_url, observation, observation_given, timeout, out):
-    client = Client(base_url, timeout)
+def run(base_url, observation, observation_given, timeout, out, api_key=None):
+    client = Client(base_url, timeout, api_key)
     check = Checklist(out)
     print(f"Smoke check of {base_url}\n", file=out)
     brief = check_health(client, check, base_url, out)
@@ -504,7 +549,9 @@ def run(base_url, observation, observation_given, timeout, out):
         )
         return skip_the_rest(check, out, "needs a task this script knows", after=FITS)
     if observation_fits(check, observation, observation_given, brief.model):
-        check_predictions(client, check, observation, brief)
+        first = check_predictions(client, check, observation, brief)
+        if first.status == 401:  # the checks after it are skipped already
+            return finish(check, out)
     check_refusals(client, check, observation, brief)
     return finish(check, out)
 
@@ -584,7 +631,9 @@ def warn_of_sqlite(check, base_url, engine):
 def check_refusals(client, check, observation, brief):
     """Requests the service must refuse, and say why, without storing anything."""
     unknown = brief.update_body(brief.fresh_ids(), some_truth(brief.model))
-    answer = client.request("POST", brief.update_path, unknown)
+    answer = client.post(brief.update_path, unknown)
+    if refused_for_key(check, UNKNOWN, answer, client.api_key):
+        return
     if answer.status == 404 and is_error_body(answer):
         check.passes(UNKNOWN, answer.json()["error"])
     else:
@@ -594,7 +643,9 @@ def check_refusals(client, check, observation, brief):
             f'{brief.update_path} must answer 404 {{"error": ...}} for an id it never predicted',
         )
 
-    answer = client.request("POST", brief.predict_path, b'{"id": ')
+    answer = client.post(brief.predict_path, b'{"id": ')
+    if refused_for_key(check, NOT_JSON, answer, client.api_key):
+        return
     if answer.status == 400 and is_error_body(answer):
         check.passes(NOT_JSON, answer.json()["error"])
     else:
@@ -611,8 +662,11 @@ def check_refusals(client, check, observation, brief):
         return
     ids = brief.fresh_ids(observation)
     bad_body = brief.predict_body(ids, bad if bad is not None else ["not", "an object"])
-    answer = client.request("POST", brief.predict_path, bad_body)
-    if brief.invalid == "as_missing" and bad is not None:
+    answer = client.post(brief.predict_path, bad_body)
+    treated = brief.invalid == "as_missing" and bad is not None
+    if refused_for_key(check, TREATED if treated else INVALID, answer, client.api_key):
+        return
+    if treated:
         check_treated_as_missing(check, answer)
     elif answer.status == 422 and is_error_body(answer):
         check.passes(INVALID, answer.json()["error"])
@@ -640,10 +694,13 @@ def check_treated_as_missing(check, answer):
 
 
 def check_predictions(client, check, observation, brief):
-    """A prediction, its retry, a conflicting repeat and an update, all on a fresh id."""
+    """A prediction, its retry, a conflicting repeat and an update, all on a fresh id.
+    Returns the first answer (a 401: the checks after it are skipped)."""
     ids = brief.fresh_ids(observation)
     request_body = brief.predict_body(ids, observation)
-    first = client.request("POST", brief.predict_path, request_body)
+    first = client.post(brief.predict_path, request_body)
+    if refused_for_key(check, PREDICT, first, client.api_key):
+        return first
     model = brief.model
     problem = answer_problem(first, model, brief, request_body) if first.status == 200 else None
     if first.status == 200 and problem is None:
@@ -658,9 +715,9 @@ def check_predictions(client, check, observation, brief):
         check.fails(PREDICT, problem or first.describe(), fix)
         for name in [RETRY, CONFLICT, UPDATE]:
             check.skips(name, "needs a stored prediction")
-        return
+        return first
 
-    retry = client.request("POST", brief.predict_path, request_body)
+    retry = client.post(brief.predict_path, request_body)
     if retry.status == 200 and retry.json() == first.json():
         check.passes(RETRY)
     else:
@@ -673,6 +730,7 @@ def check_predictions(client, check, observation, brief):
 
     check_conflict(client, check, ids, observation, brief)
     check_update(client, check, ids, brief.parts(first.json()), brief)
+    return first
 
 
 def check_conflict(client, check, ids, observation, brief):
@@ -680,7 +738,7 @@ def check_conflict(client, check, ids, observation, brief):
     if changed is None:
         check.skips(CONFLICT, "no value to change")
         return
-    conflict = client.request("POST", brief.predict_path, brief.predict_body(ids, changed))
+    conflict = client.post(brief.predict_path, brief.predict_body(ids, changed))
     refused = conflict.status == 409 and is_error_body(conflict)
     sent = brief.predict_body(ids, changed)
     if refused and answer_problem(conflict, brief.model, brief, sent, conflict=True) is None:
@@ -698,7 +756,7 @@ def check_conflict(client, check, ids, observation, brief):
 def check_update(client, check, ids, parts, brief):
     truth = truth_for(parts, brief.model)
     sent = brief.update_body(ids, truth)
-    update = client.request("POST", brief.update_path, sent)
+    update = client.post(brief.update_path, sent)
     body = update.json() if update.status == 200 else None
     problem = update_problem(body, ids, truth, sent, parts, brief) if body is not None else None
     if body is not None and problem is None:
@@ -778,6 +836,13 @@ def parse_arguments(argv):
         help="a JSON object with one value per column of YOUR model "
         "(default: the Titanic passenger of the README)",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("API_KEY"),
+        help="the key for a service with API_KEYS, sent as X-API-Key to the routes that score "
+        "or label (default: the environment variable API_KEY, which other users of the "
+        "machine cannot read as they can a command line)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.observation is not None:
         try:
@@ -789,14 +854,33 @@ def parse_arguments(argv):
         arguments.observation = observation
     if arguments.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    arguments.api_key = api_key_of(parser, arguments.api_key)
     return arguments
+
+
+def api_key_of(parser, given):
+    """The key to send, stripped (a key file's newline), or None; never shown in an error."""
+    key = (given or "").strip()
+    if key and not API_KEY_CHARACTERS.fullmatch(key):
+        parser.error(
+            "the API key (--api-key or API_KEY) holds a space or a character that is not "
+            "printable ASCII, which no key has"
+        )
+    return key or None
 
 
 def main(argv=None, out=sys.stdout):
     arguments = parse_arguments(argv)
     observation_given = arguments.observation is not None
     observation = arguments.observation if observation_given else dict(DEFAULT_OBSERVATION)
-    return run(normalize_url(arguments.url), observation, observation_given, arguments.timeout, out)
+    return run(
+        normalize_url(arguments.url),
+        observation,
+        observation_given,
+        arguments.timeout,
+        out,
+        arguments.api_key,
+    )
 
 
 if __name__ == "__main__":

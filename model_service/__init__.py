@@ -17,4 +17,9 @@ shadow, to compare before promoting it with MODEL_DIR), `monitoring` (GET /stats
 /stats?by= and /metrics: quality, drift, groups and rules), `export` (GET /export: the
 stored rows as one table, streamed), `predict_batch` (POST /predict-batch), `pages` (GET /
 and /monitor) and `openapi` (the OpenAPI document, made from the model and its contract).
+Open on the internet, each off by default: `api_keys` (API_KEYS: who may score and label),
+`rate_limits` (RATE_LIMIT, and MAX_QUEUED_PREDICTIONS: a 429 or a 503 at once),
+`security_headers` (the headers of every answer; CORS_ORIGINS), `privacy` (api.toml's
+[store] drop and hash: personal data kept out of the store) and `quota` (DATABASE_QUOTA_MB:
+the store's size, and what a full store does).
 """

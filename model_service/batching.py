@@ -32,6 +32,10 @@ class BatchTimeout(Exception):
     """A request waited longer than its timeout for its batch."""
 
 
+class BatchOverloaded(Exception):
+    """The queue already holds `max_waiting` requests: this one is refused at once."""
+
+
 class _Ticket:
     """One submitted item, and what it is waiting for."""
 
@@ -58,10 +62,20 @@ class MicroBatcher:
     before it takes a batch, to let requests that are ready to run join it: under gevent
     that is `gevent.idle` (every ready greenlet runs first), with threads `time.sleep(0)`.
     `on_batch(size)` is told the size of every batch (for metrics). `wait_timeout` bounds,
-    in seconds, how long a request waits for the batches ahead of it.
+    in seconds, how long a request waits for the batches ahead of it. `max_waiting` (None:
+    no bound) is the most requests that may wait while a batch runs: past it, `submit`
+    raises BatchOverloaded at once rather than let the request wait into its timeout.
     """
 
-    def __init__(self, process, max_batch_size=64, gather=None, on_batch=None, wait_timeout=None):
+    def __init__(
+        self,
+        process,
+        max_batch_size=64,
+        gather=None,
+        on_batch=None,
+        wait_timeout=None,
+        max_waiting=None,
+    ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.process = process
@@ -69,6 +83,7 @@ class MicroBatcher:
         self.gather = gather or (lambda: time.sleep(0))
         self.on_batch = on_batch or (lambda size: None)
         self.wait_timeout = wait_timeout
+        self.max_waiting = max_waiting
         self._lock = threading.Lock()
         self._waiting = deque()
         self._busy = False  # a leader is at work
@@ -78,11 +93,14 @@ class MicroBatcher:
 
         Raises BatchTimeout after `wait_timeout` seconds of waiting for another leader's
         batch (never while this call processes a batch itself), BatchAbandoned if the
-        request processing its batch was killed before it finished.
+        request processing its batch was killed before it finished, BatchOverloaded at
+        once when `max_waiting` requests already wait.
         """
         timeout = self.wait_timeout
         ticket = _Ticket(item)
         with self._lock:
+            if self._full():
+                raise BatchOverloaded(f"{len(self._waiting)} requests already wait their turn")
             self._waiting.append(ticket)
             ticket.leads = not self._busy
             self._busy = True
@@ -91,6 +109,17 @@ class MicroBatcher:
         if ticket.leads:
             self._lead(ticket)
         return ticket.outcome()
+
+    def overloaded(self):
+        """True while the queue is at its bound: a new request would be refused."""
+        with self._lock:
+            return self._full()
+
+    def _full(self):
+        # Waiting requests are queued only while a leader is at work; a lone one leads.
+        return (
+            self.max_waiting is not None and self._busy and len(self._waiting) >= self.max_waiting
+        )
 
     def _withdraw(self, ticket):
         """Take a ticket that timed out out of the queue; False if it is too late for that."""

@@ -29,6 +29,11 @@ out keeps the tutorial's contract. What each key does is in docs/your-brief.md.
     threshold = 0.1                # binary classifiers (tasks.py)
     positive_class = true
     targets = ["price_a", "price_b"]
+
+    [store]
+    drop = ["name"]                # never written (privacy.py)
+    hash = ["date_of_birth"]       # written as an HMAC-SHA256 keyed with STORE_SECRET
+    when_full = "refuse"           # past DATABASE_QUOTA_MB: a 507, or "answer" unstored
 """
 
 import json
@@ -46,6 +51,7 @@ KEYS = {
     "update": {"path", "true", "answer"},
     "batch": {"path"},
     "model": {"threshold", "positive_class", "targets"},
+    "store": {"drop", "hash", "when_full"},
     "stats": None,  # checked by monitoring/rules.py: the groups and rules of a brief's quality
 }
 ID_TYPES = ("integer", "string")
@@ -55,6 +61,7 @@ ID_WORDS = {"integer": "an integer", "string": "a string", ANY_ID: "an integer o
 CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]*")
 INT64 = (-(2**63), 2**63 - 1)
 INVALID_MODES = ("reject", "as_missing")  # [predict] invalid: what a bad feature value gets
+WHEN_FULL = ("refuse", "answer")  # [store] when_full: a new prediction past DATABASE_QUOTA_MB
 
 
 class ContractError(Exception):
@@ -75,6 +82,9 @@ class Contract:
     update_sources: dict = None  # None: the stored row
     model_settings: dict = None  # threshold, positive_class, targets
     stats_settings: dict = None  # [stats]: read by the monitoring package
+    stored_drop: tuple = ()  # [store] drop: fields never written (privacy.py)
+    stored_hash: tuple = ()  # [store] hash: fields written as a keyed hash (privacy.py)
+    when_full: str = "refuse"  # [store] when_full: past DATABASE_QUOTA_MB (quota.py)
 
     # --- the request ---------------------------------------------------------------
 
@@ -312,6 +322,19 @@ def build_contract(tables, task, columns, kinds):
         stats_settings=dict(tables.get("stats", {})),
     )
     check_routes_differ(contract)
+    store = tables.get("store", {})
+    contract.stored_drop = private_fields(store.get("drop", []), "drop", contract, columns)
+    contract.stored_hash = private_fields(store.get("hash", []), "hash", contract, columns)
+    both = set(contract.stored_drop) & set(contract.stored_hash)
+    if both:
+        raise ContractError(
+            f"api.toml [store] lists {sorted(both)[0]} in both drop and hash; keep it in one."
+        )
+    contract.when_full = store.get("when_full", "refuse")
+    if contract.when_full not in WHEN_FULL:
+        raise ContractError(
+            f'api.toml [store] when_full must be "refuse" or "answer", not {contract.when_full!r}.'
+        )
     return contract
 
 
@@ -394,6 +417,43 @@ def true_fields(value, task):
         "api.toml [update] true must be the field that carries the true value"
         + (", or { target = field, ... } for each target." if targets else ".")
     )
+
+
+def private_fields(value, key, contract, columns):
+    """[store] drop or hash: fields of the /predict body the contract knows, checked.
+
+    A field is known when the model reads it (a feature), an answer of /predict echoes it
+    (request.<field>) or /stats groups by it ([stats] extra_columns). The id is the row's
+    key and the observation field holds the others: neither can be kept out of the store,
+    so both are refused with a reason.
+    """
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise ContractError(f'api.toml [store] {key} must be a list of field names, ["name"].')
+    echoed = [
+        source.partition(".")[2]
+        for source in (contract.predict_sources or {}).values()
+        if source.startswith("request.")
+    ]
+    extra = (contract.stats_settings or {}).get("extra_columns", [])
+    grouped = [name for name in extra if isinstance(name, str)] if isinstance(extra, list) else []
+    known = {*columns, *echoed, *grouped}
+    for name in value:
+        if name in contract.id_fields:
+            raise ContractError(
+                f"api.toml [store] {key}: {name} is the id, which the row is stored under; "
+                "send a pseudonymous id instead, and remove it from the list."
+            )
+        if name == contract.observation_field:
+            raise ContractError(
+                f"api.toml [store] {key}: {name} holds the features; list its fields instead."
+            )
+        if name not in known:
+            raise ContractError(
+                f"api.toml [store] {key}: {name} is not a field this contract knows (a feature "
+                "of columns.json, a request.<field> of [predict] answer, or one of [stats] "
+                "extra_columns); check its spelling."
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def check_routes_differ(contract):

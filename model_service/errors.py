@@ -1,7 +1,8 @@
 """The two errors of the service, and the one JSON error handler that answers them all.
 
 StartupError: something that must be fixed before the service can start (one sentence).
-ApiError: a request the service refuses; it becomes {"error": message} with its status.
+ApiError: a request the service refuses; it becomes {"error": message} with its status
+(and the headers of with_headers: a 401's WWW-Authenticate).
 register_error_handlers(app): every error of the API is JSON, never an HTML page or a
 traceback: Flask's own (404, 405, 413), the database's (503), and the unexpected (500).
 """
@@ -28,6 +29,13 @@ class ApiError(Exception):
     def __init__(self, status, message, /, **extra):  # extra may hold a key "status" too
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
+        self.headers = {}
+
+    def with_headers(self, headers):
+        """This error, answered with these headers too (a 401's WWW-Authenticate). Not an
+        argument of __init__: its keywords are the body's (a 409's answer may hold any)."""
+        self.headers = dict(headers)
+        return self
 
 
 def register_error_handlers(app):
@@ -35,7 +43,7 @@ def register_error_handlers(app):
     def api_error(error):
         body = {"error": error.message, **error.extra}  # a 409 adds the answer it would give
         body["error"] = error.message  # first, and never hidden by an answer key "error"
-        return jsonify(body), error.status
+        return jsonify(body), error.status, error.headers
 
     @app.errorhandler(HTTPException)
     def http_error(error):  # 404, 405, 413 ... raised by Flask itself

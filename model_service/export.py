@@ -6,6 +6,7 @@
     ?model_version=                  one version (`unknown`: rows stored before it was recorded)
     ?labelled=true                   only the rows whose true value arrived (false: only the others)
     ?after_id=<row_id>               only the rows stored after that one (clients/export.py resumes)
+    ?api_key_name=<name>             only the rows that key wrote (API_KEYS, api_keys.py)
 
 The columns, in order: `row_id` (the stored row's id: the rows come in its order), one per
 id field of the contract (the id as the client sent it), one per feature of columns.json
@@ -88,11 +89,13 @@ def export():
 
 @dataclass(frozen=True)
 class Selection:
-    """The rows /stats' Window selects (time, version), labelled or not, after an id."""
+    """The rows /stats' Window selects (time, version), labelled or not, after an id, of
+    one API key."""
 
     window: Window
     labelled: bool | None = None
     after_id: int | None = None
+    api_key_name: str | None = None
 
     @property
     def table(self):
@@ -108,6 +111,8 @@ class Selection:
             query = query.where(known if self.labelled else ~known)
         if self.after_id is not None:
             query = query.where(table.id > self.after_id)
+        if self.api_key_name is not None:
+            query = query.where(table.api_key_name == self.api_key_name)
         return query
 
 
@@ -121,10 +126,14 @@ def read_selection():
     labelled = request.args.get("labelled")
     if labelled is not None and labelled not in LABELLED:
         raise ApiError(422, f"labelled must be true or false, not {labelled!r}")
+    api_key_name = request.args.get("api_key_name")
+    if api_key_name == "":
+        raise ApiError(422, "api_key_name must name a key of API_KEYS (the part before its :)")
     return Selection(
         Window(current_store(), since, until, version),
         labelled=None if labelled is None else LABELLED[labelled],
         after_id=query_integer("after_id", None),
+        api_key_name=api_key_name,
     )
 
 

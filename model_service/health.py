@@ -2,7 +2,8 @@
 
 The database is reached (SELECT 1) on every call: a load balancer, Railway's health check
 and the clients (smoke_check.py, score_csv.py) read it; 503 while the database is down. It
-also says what a client needs to speak the model: its task, columns and contract.
+also says what a client needs to speak the model: its task, columns and contract, and how
+full the store is (quota.py: rows, bytes, and DATABASE_QUOTA_MB's state).
 """
 
 import logging
@@ -34,6 +35,8 @@ def report_health():
     body = {
         "status": "ok" if database_status == "ok" else "unavailable",
         "database": {"engine": type(store.database.obj).__name__, "status": database_status},
+        # Measured at most every few seconds (quota.py); the last measure while it is down.
+        "store": store.quota.report(measure=database_status == "ok"),
         "model": {
             "version": model.version,
             "folder": folder_name(current_app.config["MODEL_DIR"]),

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from flask import request
+from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from model_service.contract import integer_of_key
@@ -147,7 +147,8 @@ def parse_prediction_request(body, payload, model):
     """A /predict body -> the PredictionRequest to score: its key, id and valid values."""
     key, client_id = parse_id(payload, model)
     values, replaced = read_observation(model.contract.observation_of(payload), model)
-    return PredictionRequest(key, client_id, body, values, replaced)
+    # API_KEYS: the name of the key this request carries (api_keys.py set it), stored with it.
+    return PredictionRequest(key, client_id, body, values, replaced, g.get("api_key_name"))
 
 
 @dataclass
@@ -159,6 +160,7 @@ class PredictionRequest:
     body: str  # the text stored with the row: the request as the client sent it
     values: list  # the observation, validated, in column order
     replaced: dict = field(default_factory=dict)  # {field: why} treated as missing
+    api_key_name: str | None = None  # API_KEYS: the key that sent it (None: keys are off)
 
     @property
     def integer_id(self):

@@ -22,6 +22,10 @@ def settings_from_environment():
         "MODEL_DIR": os.environ.get("MODEL_DIR") or str(ROOT),
         "CHALLENGER_DIR": os.environ.get("CHALLENGER_DIR") or None,
         "ADMIN_TOKEN": os.environ.get("ADMIN_TOKEN", ""),
+        # API keys (api_keys.py): "name:key,name:key:*" or a file of such lines; unset: off,
+        # anyone may score and label.
+        "API_KEYS": os.environ.get("API_KEYS", ""),
+        "API_KEYS_FILE": os.environ.get("API_KEYS_FILE", ""),
         "MAX_CONTENT_LENGTH": number_from_environment("MAX_REQUEST_BYTES", 64 * 1024, int),
         "DATABASE_TIMEOUT": number_from_environment("DATABASE_TIMEOUT", 5, float),
         "BATCH_MAX_SIZE": number_from_environment("BATCH_MAX_SIZE", 64, int),
@@ -32,6 +36,11 @@ def settings_from_environment():
         # GET /stats?by= reads the window's rows: it stops after this many seconds (a 503)
         # rather than hold a worker that serves predictions too.
         "STATS_TIME_LIMIT": number_from_environment("STATS_TIME_LIMIT", 10, float),
+        # The store (privacy.py, quota.py): STORE_SECRET keys the hashes of api.toml's
+        # [store] hash; DATABASE_QUOTA_MB: the store's size at which /health warns (80 %)
+        # and [store] when_full applies (100 %). Unset: no quota.
+        "STORE_SECRET": os.environ.get("STORE_SECRET", ""),
+        "DATABASE_QUOTA_MB": number_from_environment("DATABASE_QUOTA_MB", None, float),
         # POST /predict-batch (predict_batch.py): larger bodies than /predict's.
         "PREDICT_BATCH_MAX_BYTES": number_from_environment(
             "PREDICT_BATCH_MAX_BYTES", 4 * 1024 * 1024, int
@@ -39,6 +48,14 @@ def settings_from_environment():
         "PREDICT_BATCH_MAX_OBSERVATIONS": number_from_environment(
             "PREDICT_BATCH_MAX_OBSERVATIONS", 1000, int
         ),
+        # Refusing at once (rate_limits.py): RATE_LIMIT "600/minute" per API key or client
+        # address (TRUSTED_PROXIES: the proxies in front whose X-Forwarded-For is believed;
+        # Railway: 1); MAX_QUEUED_PREDICTIONS: /predict answers 503 past that many waiting.
+        # Browsers (security_headers.py): CORS_ORIGINS, the origins whose pages may call.
+        "RATE_LIMIT": os.environ.get("RATE_LIMIT") or None,
+        "TRUSTED_PROXIES": number_from_environment("TRUSTED_PROXIES", 0, int),
+        "MAX_QUEUED_PREDICTIONS": number_from_environment("MAX_QUEUED_PREDICTIONS", None, int),
+        "CORS_ORIGINS": os.environ.get("CORS_ORIGINS") or None,
     }
 
 

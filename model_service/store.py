@@ -6,6 +6,8 @@
 
 A retry (the same id and observation) is answered with what was stored, bit for bit; the
 same id with another observation is a 409. prediction_to_dict is a stored row as JSON.
+A body is stored without api.toml's [store] drop and hash fields (privacy.py), and a new id
+is not stored once the store reaches DATABASE_QUOTA_MB (quota.py).
 """
 
 import json
@@ -18,6 +20,8 @@ from model_service import migrations
 from model_service.database import discard_connections, in_transaction, unhurried
 from model_service.errors import ApiError, StartupError
 from model_service.parsing import read_observation
+from model_service.privacy import StoredForm
+from model_service.quota import Quota
 from model_service.scoring import score_each
 from model_service.signals import predictions_answered, row_labelled, rows_stored, values_replaced
 
@@ -41,7 +45,15 @@ COLUMNS = (
     "challenger_version",
     "challenger_prediction",
     "rolled_up",
+    "api_key_name",
 )
+
+
+# rolled_up of a row the service counts as it writes it: the release of the cells of
+# /stats's sums (monitoring/rollups.py). A row marked otherwise (NULL: written by hand or by a
+# release before the sums; a smaller number: counted by an earlier release's, into its own
+# tables) is counted by the next /stats, into this release's.
+ROLLUPS_RELEASE = 3
 
 
 class Store:
@@ -57,6 +69,8 @@ class Store:
             )
         self.table = table
         self.database = table._meta.database
+        self.stored_form = StoredForm()  # bodies as sent; api.toml's [store]: privacy.init_app
+        self.quota = Quota(self)  # measured, never full; DATABASE_QUOTA_MB: quota.init_app
 
     def in_transaction(self, work):
         return in_transaction(self.database, work)
@@ -101,6 +115,12 @@ class Store:
             return found
 
         return self.in_transaction(insert_then_read)
+
+    def read(self, keys):
+        """The stored row of each key that is stored: {key: row} (save's answer, unwritten)."""
+        table = self.table
+        stored = table.select().where(table.observation_key.in_(keys))
+        return self.in_transaction(lambda: {row.observation_key: row for row in stored})
 
     def label(self, key, **values):
         """Set a row's true value (values: true_value, true_class); the row, or None when
@@ -149,23 +169,27 @@ def score_and_store(requests, model, store):
     """
     scored = score_each([r.values for r in requests], model)
     now = utc_now()
+    texts = [store.stored_form.text(r.body) for r in requests]  # without [store] drop, hash
     new_rows = [
-        new_row(r, output, model, now)
-        for r, output in zip(requests, scored, strict=True)
+        new_row(r, output, model, now, text)
+        for r, output, text in zip(requests, scored, texts, strict=True)
         if not isinstance(output, ApiError)
     ]
-    stored = store.save(new_rows) if new_rows else {}
+    if new_rows and store.quota.full():  # DATABASE_QUOTA_MB reached: only stored ids answer
+        stored = store.read([row["observation_key"] for row in new_rows])
+    else:
+        stored = store.save(new_rows) if new_rows else {}
     outcomes = []
-    for request_, output in zip(requests, scored, strict=True):
+    for request_, output, text in zip(requests, scored, texts, strict=True):
         if isinstance(output, ApiError):
             outcomes.append(output)
             continue
-        row = stored[request_.key]
+        row = stored.get(request_.key)
+        if row is None:  # a new id in a full store: a 507, or answered unstored (quota.py)
+            outcomes.append(store.quota.unstored(output))
+            continue
         answered = stored_output(row, model)
-        if answered is not None and (
-            row.observation == request_.body
-            or same_observation(row.observation, request_.values, model)
-        ):
+        if answered is not None and is_retry(row, text, request_, model, store.stored_form):
             outcomes.append(answered)  # a new row, or a client retrying: the same answer
         else:
             outcomes.append(conflict(request_, output, model))
@@ -180,17 +204,29 @@ def score_and_store(requests, model, store):
     return outcomes
 
 
-def new_row(request_, output, model, now):
-    """The columns of a new row: the request, what the model said, and which model said it."""
+def is_retry(row, text, request_, model, form):
+    """Whether a stored row holds this request's observation (`text`: as it would be
+    stored); compared on the stored form when api.toml keeps fields out (privacy.py)."""
+    if row.observation == text:
+        return True
+    if form.private:
+        return form.same(row.observation, text, model)
+    return same_observation(row.observation, request_.values, model)
+
+
+def new_row(request_, output, model, now, text):
+    """The columns of a new row: the request (`text`: its body as stored), what the model
+    said, and which model said it."""
     return {
         "observation_key": request_.key,
         "observation_id": request_.integer_id,
-        "observation": request_.body,
+        "observation": text,
         "model_version": model.version,
         "prediction": json.dumps(output),  # repr of each float: it reads back bit for bit
         "replaced": json.dumps(request_.replaced) if request_.replaced else None,
         "created_at": now,
-        "rolled_up": 1,  # counted by rows_stored's listener (monitoring/rollups.py), now
+        "rolled_up": ROLLUPS_RELEASE,  # counted by rows_stored's listener (rollups.py), now
+        "api_key_name": request_.api_key_name,  # API_KEYS: who wrote it (api_keys.py)
         **model.task.columns(output),  # a binary classifier's proba, threshold, positive class
     }
 

@@ -36,7 +36,11 @@ os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/import.db"
 os.environ["MODEL_DIR"] = str(TITANIC)
 # Settings a student's .env may hold for their own model or traffic (the Makefile exports
 # it): the tests set them where they test them.
-for name in ("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS", "TRAFFIC_CSV", "DEMO_TRAFFIC"):
+for name in (
+    *("ADMIN_TOKEN", "THRESHOLD", "POSITIVE_CLASS", "TRAFFIC_CSV", "DEMO_TRAFFIC"),
+    *("API_KEYS", "API_KEYS_FILE", "API_KEY", "STORE_SECRET", "DATABASE_QUOTA_MB"),
+    *("RATE_LIMIT", "TRUSTED_PROXIES", "MAX_QUEUED_PREDICTIONS", "CORS_ORIGINS"),
+):
     os.environ.pop(name, None)
 
 import app as service  # noqa: E402
@@ -98,7 +102,7 @@ def empty_database(url):
     database = connect(url)
     with database:
         rollups = [table._meta.table_name for table in (*TABLES.values(), RollupState)]
-        for table in ("prediction", *rollups):
+        for table in ("prediction", *rollups, "prediction_rollup"):  # and an earlier release's
             database.execute_sql(f"DROP TABLE IF EXISTS {table}")
     return url
 

@@ -45,7 +45,7 @@ from unittest import mock
 import psycopg2
 import pytest
 from conftest import ROOT, TITANIC, service
-from peewee import fn
+from peewee import BigIntegerField, DateTimeField, DoubleField, Model, TextField, fn
 from test_stats_tasks import ADMIN, EXAMPLES, MODELS, OTHER_VERSION, assert_close, insert_rows
 from test_stats_tasks import serve as serve_app
 
@@ -55,6 +55,7 @@ from model_service.monitoring import rollups as rollups_module
 from model_service.monitoring import stats as stats_module
 from model_service.monitoring.rollups import (
     AUC,
+    EVER,
     HOURLY,
     ROW_COLUMNS,
     TABLES,
@@ -65,6 +66,7 @@ from model_service.monitoring.window import UNKNOWN_VERSION, Window, as_datetime
 from model_service.parsing import validate_observation
 from model_service.scoring import predict_outputs
 from model_service.signals import row_labelled
+from model_service.store import ROLLUPS_RELEASE
 
 AS_MISSING = '[predict]\ninvalid = "as_missing"\n'
 GROUPS = "[stats]\ngroups = [{}]\n"
@@ -290,7 +292,7 @@ class Traffic:
             "observation_key": str(self.next_id),
             "model_version": version,
             "created_at": moment,
-            "rolled_up": None,
+            "rolled_up": self.rng.choice([None, None, 1]),
         }
         if version is None and self.model.task.name == "binary":
             row["proba"] = output["probability"]  # the tutorial's row
@@ -393,6 +395,12 @@ def get_stats(client, **query):
 # ---------------------------------------------------------------------------------------
 
 
+# Rows the tables of this release do not count yet: the next /stats counts them.
+NOT_COUNTED = service.Prediction.rolled_up.is_null() | (
+    service.Prediction.rolled_up != ROLLUPS_RELEASE
+)
+
+
 def stored_rows(*conditions):
     table = service.Prediction
     query = table.select(*(getattr(table, name) for name in ROW_COLUMNS)).order_by(table.id)
@@ -488,7 +496,8 @@ def check_window(rollups, rows, window, *context):
     found = window.in_transaction(lambda: rollups.count(window, window.last_id()))
     assert_same_cells(found, summed(cells, HOURLY, of_version), *context)
     found = window.in_transaction(lambda: rollups.count_auc(window, window.last_id()))
-    assert_same_cells(found, summed(cells, AUC, of_version), *context)
+    per_day = {key: value for key, value in cells.items() if key[1] != EVER}
+    assert_same_cells(found, summed(per_day, AUC, of_version), *context)
     if window.version is not None:
         found = window.in_transaction(lambda: rollups.daily(window, window.last_id()))
         daily = {(day, cell): value for day, sums in found.items() for cell, value in sums.items()}
@@ -549,10 +558,10 @@ def test_rollups_equal_a_recount_of_the_raw_rows(name, seed, database_url, folde
     rollups = app.extensions["monitoring"].rollups
 
     # The table counts exactly the rows marked counted; the next /stats counts the others.
-    counted = stored_rows(service.Prediction.rolled_up == 1)
+    counted = stored_rows(service.Prediction.rolled_up == ROLLUPS_RELEASE)
     assert_same_cells(table_cells(), rollups.cells_of(counted), story)
     get_stats(client)
-    assert not stored_rows(service.Prediction.rolled_up.is_null()), story
+    assert not stored_rows(NOT_COUNTED), story
     rows = stored_rows()
     assert_same_cells(table_cells(), rollups.cells_of(rows), story)
 
@@ -617,9 +626,8 @@ def test_two_workers_count_their_rows_once_and_rows_by_hand_once(database_url, f
     ]
     insert_rows(by_hand)
     rollups = a.extensions["monitoring"].rollups
-    assert_same_cells(
-        table_cells(), rollups.cells_of(stored_rows(service.Prediction.rolled_up == 1))
-    )
+    counted = stored_rows(service.Prediction.rolled_up == ROLLUPS_RELEASE)
+    assert_same_cells(table_cells(), rollups.cells_of(counted))
 
     first, second, third = get_stats(to_b), get_stats(to_a), get_stats(to_b)
 
@@ -737,7 +745,7 @@ def test_stats_counts_rows_by_hand_while_another_worker_writes(database_url, fol
     answer = to_a.get("/stats", headers=ADMIN)
 
     assert answer.status_code == 200, answer.json
-    assert not stored_rows(service.Prediction.rolled_up.is_null())
+    assert not stored_rows(NOT_COUNTED)
 
 
 # ---------------------------------------------------------------------------------------
@@ -812,3 +820,76 @@ def wait_for_a_lock(database_url, seconds=10):
         raise AssertionError("no session waits for a lock")
     finally:
         connection.close()
+
+
+class Rollup(Model):
+    """prediction_rollup as the release before the daily sums made it: named Rollup as that
+    release named its model, whose unique index is therefore rollup_model_version_hour_cell."""
+
+    hour = DateTimeField()
+    model_version = TextField()
+    cell = TextField()
+    n = BigIntegerField(default=0)
+    s = DoubleField(null=True)
+    q = DoubleField(null=True)
+    lo = DoubleField(null=True)
+    hi = DoubleField(null=True)
+
+    class Meta:
+        table_name = "prediction_rollup"
+        indexes = ((("model_version", "hour", "cell"), True),)
+
+
+def test_the_previous_release_s_store_is_counted_again_and_its_replica_loses_nothing(
+    database_url, folders
+):
+    """A store of the release before the daily sums: its sums in prediction_rollup (whose
+    index has the name this release's hour table would take, were it named alike), its rows
+    marked rolled_up 1. This release counts every row into its own tables at start-up and
+    serves; the rows a replica of that release still writes meanwhile (marked 1, its sums in
+    prediction_rollup) are counted by the next /stats, none twice."""
+    folder = folders["titanic"][0]
+    _, client = serve(database_url, folder)
+    _, passengers, truths = MODELS["titanic"]()
+    body = [{"id": i, "observation": passengers[i]} for i in range(30)]
+    assert client.post("/predict-batch", json={"observations": body[:20]}).status_code == 200
+    for i in range(0, 20, 3):
+        assert client.post("/update", json={"id": i, "true_class": truths[i]}).status_code == 200
+    # What the previous release left: its marks, its table of sums, no table of this one's.
+    with service.database.atomic():
+        service.Prediction.update(rolled_up=1).execute()
+        service.database.drop_tables([*TABLES.values(), RollupState])
+        Rollup.bind(service.database)
+        service.database.drop_tables([Rollup])
+        service.database.create_tables([Rollup])
+        Rollup.insert(hour=START, model_version="", cell="rows", n=20).execute()
+    service.database.close()
+
+    app, client = serve(database_url, folder)  # counts the 20 rows into its own tables
+    assert not stored_rows(NOT_COUNTED)
+    assert client.post("/predict", json=body[20]).status_code == 200  # its own unique index
+    rollups = app.extensions["monitoring"].rollups
+    assert_same_cells(table_cells(), rollups.cells_of(stored_rows()))
+
+    # A replica of the previous release, still serving: its rows marked 1, its sums apart.
+    insert_rows(
+        [
+            {
+                "observation_key": str(i),
+                "observation_id": i,
+                "observation": json.dumps(body[i]),
+                "model_version": app.config["MODEL"].version,
+                "proba": 0.25,
+                "threshold": 0.5,
+                "positive_class": "1",
+                "created_at": START + i * MICROSECOND,
+                "rolled_up": 1,
+            }
+            for i in range(21, 25)
+        ]
+    )
+    answer = get_stats(client)
+    assert answer["predictions"] == 25
+    assert not stored_rows(NOT_COUNTED)
+    assert_same_cells(table_cells(), rollups.cells_of(stored_rows()))
+    assert Rollup.select().count() == 1  # the previous release's sums: read by nothing

@@ -32,7 +32,14 @@ from reliability_helpers import (
     pipeline_probabilities,
     random_observations,
 )
-from test_smoke_check import BRIEF_OBSERVATIONS, TASK_EXAMPLES, example_server
+from test_smoke_check import (
+    API_KEY,
+    BRIEF_OBSERVATIONS,
+    TASK_EXAMPLES,
+    example_server,
+    keyed_server,
+    redirecting_server,
+)
 
 from clients import score_csv
 from model_service.answer_columns import answer_columns, cell, dig
@@ -704,6 +711,79 @@ def test_a_service_without_the_batch_route_is_a_usage_error(tmp_path, capsys):
         "prediction service?"
     )
     assert not (tmp_path / "o.csv").exists()
+
+
+SAMPLE = ROOT / "examples" / "passengers.csv"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            [],
+            "The service at {url} needs an API key: pass --api-key or set the environment "
+            "variable API_KEY to a key of its API_KEYS.",
+        ),
+        (
+            ["--api-key", API_KEY + "0"],
+            "The service at {url} refused the API key given (--api-key or API_KEY): HTTP 401: "
+            "The API key is not valid.",
+        ),
+    ],
+    ids=["no key", "a wrong key"],
+)
+def test_a_key_missing_or_refused_is_a_usage_error_that_never_shows_it(
+    arguments, message, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("API_KEY", raising=False)
+    output = tmp_path / "out.csv"
+    with keyed_server(tmp_path) as server:
+        said, printed = usage_error(capsys, server.url, SAMPLE, output, *arguments, lines=None)
+    assert said == message.format(url=server.url)
+    assert API_KEY not in printed and not output.exists()
+    assert ("/health", False) in server.keyed
+    assert not [path for path, keyed in server.keyed if keyed]
+
+
+def test_the_api_key_is_read_from_the_environment_and_sent_to_the_batch_route_only(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("API_KEY", API_KEY)
+    output = tmp_path / "scored.csv"
+    with keyed_server(tmp_path) as server:
+        result = run_script(server.url, SAMPLE, output)
+        owners = {p.api_key_name for p in service.Prediction.select()}
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Scored 20 rows") and owners == {"smoke"}
+    assert {row["status"] for row in read_csv(output)} == {"200"}
+    assert API_KEY not in result.stdout + result.stderr
+    assert {path for path, keyed in server.keyed if keyed} == {"/predict-batch"}
+    assert ("/health", False) in server.keyed
+    assert "API_KEY" in run_script("--help").stdout  # the default, documented
+
+
+def test_a_batch_with_the_key_does_not_follow_a_redirect():
+    arguments = ["http://x", "in.csv", "out.csv", "--api-key", API_KEY, "--retry-for", "1"]
+    options = score_csv.parse_arguments(arguments)  # a followed redirect fails in 1 s
+    with redirecting_server() as (url, keys):
+        service = score_csv.Service(url, options)
+        try:
+            with pytest.raises(score_csv.UsageError, match="refused a batch of 1 rows: HTTP 302"):
+                service.score([{"id": 1, "observation": {}}])
+        finally:
+            service.close()
+    assert keys == [API_KEY]  # the redirect was not followed
+
+
+def test_an_api_key_no_header_can_carry_is_refused_without_showing_it(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        score_csv.parse_arguments(["http://x", "in.csv", "out.csv", "--api-key", "secret key"])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--api-key or API_KEY" in error
+    assert "secret" not in error
+    arguments = ["http://x", "in.csv", "out.csv", "--api-key", f" {API_KEY}\n"]
+    assert score_csv.parse_arguments(arguments).api_key == API_KEY  # a key file's newline
 
 
 def test_cells_are_parsed_by_the_dtype_the_service_reports():

@@ -9,6 +9,7 @@ the briefs below, too.
 """
 
 import ast
+import contextlib
 import io
 import json
 import re
@@ -19,7 +20,9 @@ import sys
 import tempfile
 import threading
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import flask
 import pytest
 from conftest import EXAMPLE, ROOT, LiveServer, free_port, service
 from playhouse.db_url import connect
@@ -273,6 +276,124 @@ def test_a_composite_key_and_another_observation_field_pass_every_check(name, tm
     else:
         assert isinstance(key, int) and key >= 10**12
         assert json.loads(row.observation)["sample"] == observation
+
+
+# --- A service with API keys ---------------------------------------------------------------
+
+API_KEY = "smoke-key-4b9e2d71c0a3f658"
+API_KEYS = f"smoke:{API_KEY}"
+NEEDS_KEY = "the service needs an API key: pass --api-key or set the environment variable API_KEY"
+REFUSED_KEY = "the service refused the API key given (--api-key or API_KEY)"
+
+
+def keyed_server(folder):
+    """The Titanic example with API_KEYS on, recording which requests carried X-API-Key."""
+    server = example_server("titanic", folder, API_KEYS=API_KEYS)
+    server.keyed = []  # (path, whether the request carried the right key)
+
+    @server.app.before_request
+    def record():
+        server.keyed.append((flask.request.path, flask.request.headers.get("X-API-Key") == API_KEY))
+
+    return server
+
+
+@pytest.mark.parametrize(
+    ("given", "arguments", "refused_at"),
+    [
+        ("--api-key", [], None),
+        ("nothing", [], smoke_check.PREDICT),
+        ("a wrong key", [], smoke_check.PREDICT),
+        ("nothing", ["--observation", '{"x": 1}'], smoke_check.UNKNOWN),  # no prediction sent
+    ],
+)
+def test_a_service_with_api_keys_gets_the_key_or_says_what_to_do(
+    given, arguments, refused_at, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("API_KEY", raising=False)  # "nothing" is nothing
+    keys = {"--api-key": ["--api-key", API_KEY], "a wrong key": ["--api-key", API_KEY + "0"]}
+    out = io.StringIO()
+    with keyed_server(tmp_path) as server:
+        code = smoke_check.main([server.url, *keys.get(given, []), *arguments], out=out)
+    output = out.getvalue()
+
+    assert API_KEY not in output
+    # The key goes to the routes that score or label, and to no other.
+    sent_to = {path for path, keyed in server.keyed if keyed}
+    assert ("/health", False) in server.keyed
+    if refused_at is None:
+        assert code == 0, output
+        assert len(lines_starting(output, "PASS")) == len(smoke_check.CHECKS), output
+        assert sent_to == {"/predict", "/update"}
+        return
+    assert code == 1 and not sent_to
+    fix = NEEDS_KEY if given == "nothing" else REFUSED_KEY
+    refused = output.split(f"FAIL  {named(refused_at)}\n")[1]
+    assert refused.startswith("      got: HTTP 401: ") and f"fix: {fix}" in refused, output
+    assert output.count("got: HTTP 401") == 1  # the checks after it are refused alike:
+    for name in smoke_check.CHECKS[smoke_check.CHECKS.index(refused_at) + 1 :]:
+        assert f"SKIP  {named(name)} (needs an API key the service accepts)" in output
+
+
+def test_the_api_key_is_read_from_the_environment_as_a_student_sets_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("API_KEY", API_KEY)
+    with keyed_server(tmp_path) as server:
+        code, output = smoke(server.url)
+    assert code == 0, output
+    assert API_KEY not in output
+    assert "API_KEY" in smoke("--help")[1]  # the default, documented
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to itself, recording the X-API-Key it got."""
+
+    keys = []
+
+    def do_POST(self):
+        self.keys.append(self.headers.get("X-API-Key"))
+        self.send_response(302)
+        self.send_header("Location", "/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *_args):
+        pass
+
+
+@contextlib.contextmanager
+def redirecting_server():
+    """A server that redirects: followed, a redirect would carry the key elsewhere."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    Redirecting.keys = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", Redirecting.keys
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_request_with_the_key_does_not_follow_a_redirect():
+    with redirecting_server() as (url, keys):
+        client = smoke_check.Client(url, timeout=5, api_key=API_KEY)
+        assert client.post("/predict", {"id": 1}).status == 302
+        assert keys == [API_KEY]  # the redirect was not followed
+        assert client.request("GET", "/health").status == 302  # followed, till urllib stops
+        assert None in keys[1:] and API_KEY not in keys[1:]
+
+
+def test_an_api_key_no_header_can_carry_is_refused_without_showing_it(capsys):
+    key = "secret key\nof-mine"
+    with pytest.raises(SystemExit) as stopped:
+        smoke_check.parse_arguments(["http://x", "--api-key", key])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--api-key or API_KEY" in error
+    assert "secret" not in error
+    assert smoke_check.parse_arguments(["http://x", "--api-key", f" {API_KEY}\n"]).api_key == (
+        API_KEY
+    )
 
 
 # --- The answers, checked key by key as the contract's sources say -------------------------

@@ -23,6 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from model_service.quota import predictions_not_stored, store_measured
+from model_service.rate_limits import request_refused
 from model_service.signals import (
     batch_scored,
     challenger_scored,
@@ -30,6 +32,7 @@ from model_service.signals import (
     predictions_answered,
     values_replaced,
 )
+from model_service.store import current_store
 from model_service.tasks import json_key
 from model_service.web import require_admin
 
@@ -101,6 +104,37 @@ CHALLENGER_SCORINGS = Counter(
     ["challenger_version", "outcome"],
     registry=registry,
 )
+REFUSED = Counter(
+    "requests_refused",
+    "Requests refused at once (rate_limits.py), by reason: rate_limit (429, past RATE_LIMIT), "
+    "overloaded (503, past MAX_QUEUED_PREDICTIONS)",
+    ["reason"],
+    registry=registry,
+)
+NOT_STORED = Counter(
+    "predictions_not_stored",
+    'Predictions answered but not stored: the store was full ([store] when_full = "answer")',
+    registry=registry,
+)
+# The store's size (quota.py), as the last worker to measure it found it.
+STORE_BYTES = Gauge(
+    "database_store_bytes",
+    "The bytes the store takes (SQLite: the file and its WAL; PostgreSQL: its tables)",
+    multiprocess_mode="mostrecent",
+    registry=registry,
+)
+STORE_ROWS = Gauge(
+    "database_store_rows",
+    "The stored predictions (PostgreSQL: its estimate, pg_class.reltuples)",
+    multiprocess_mode="mostrecent",
+    registry=registry,
+)
+STORE_QUOTA_BYTES = Gauge(
+    "database_quota_bytes",
+    "DATABASE_QUOTA_MB in bytes (0: no quota)",
+    multiprocess_mode="mostrecent",
+    registry=registry,
+)
 # Set by /stats?by= (which checks every rule) over every stored row of the served model:
 # checking them at each scrape would read the whole table every few seconds. Across
 # workers, the value written last wins ("mostrecent").
@@ -135,11 +169,15 @@ def init_app(app):
     values_replaced.connect(count_replaced)
     challenger_scored.connect(count_challenger)
     database_unavailable.connect(count_database_error)
+    request_refused.connect(count_refused)
+    predictions_not_stored.connect(count_not_stored)
+    store_measured.connect(gauge_store)
 
 
 @blueprint.get("/metrics")
 def serve_metrics():
     require_admin()
+    current_store().quota.report()  # the store's size, measured if not for a few seconds
     if MULTIPROCESS:
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected)
@@ -185,6 +223,22 @@ def count_batch(_app, size):
 
 def count_database_error(_app, error):
     DATABASE_ERRORS.labels(type(error).__name__).inc()
+
+
+def count_refused(_app, reason):
+    REFUSED.labels(reason).inc()
+
+
+def count_not_stored(_quota, count):
+    NOT_STORED.inc(count)
+
+
+def gauge_store(_quota, size, rows, quota_bytes):
+    if size is not None:
+        STORE_BYTES.set(size)
+    if rows is not None:
+        STORE_ROWS.set(rows)
+    STORE_QUOTA_BYTES.set(quota_bytes or 0)
 
 
 def start_timer():

@@ -9,8 +9,9 @@ Three tables of the same columns, one row per (hour or day, model version, cell)
 stored then by that version fall in that cell, with the sums `s`, `q` of the labelled cells
 and the lowest and highest score `lo`, `hi` of an AUC bin (quality_cells.py):
 
-* prediction_rollup (Rollup): per hour; prediction_rollup_day (RollupDay): the same cells
-  per day; prediction_rollup_auc (RollupAuc): the AUC bins, per day only;
+* prediction_rollup_hour (RollupHour): per hour; prediction_rollup_day (RollupDay): the
+  same cells per day; prediction_rollup_auc (RollupAuc): the AUC bins, per day, and for
+  the whole store (under the day EVER);
 * the cells (a name each): `rows`, `unreadable` (an observation this model would refuse),
   `replaced` and `replaced:<field>` ([predict] invalid = "as_missing"); `d:<column>:<bin>`,
   the readable observations in each bin of the training profile (drift.py); a binary
@@ -20,7 +21,7 @@ and the lowest and highest score `lo`, `hi` of an AUC bin (quality_cells.py):
 
 Like whylogs' profiles, cells merge by addition. A window is cut into its whole days (a SUM
 over prediction_rollup_day: one row per day and cell), the whole hours of the days at its
-ends (prediction_rollup) and the parts of hours at its ends, counted from their rows (at
+ends (prediction_rollup_hour) and the parts of hours at its ends, counted from their rows (at
 most two hours of them): the cost follows the days a window spans, not its rows. The
 service counts the rows it writes in the transaction that writes them (store.py sends
 rows_stored inside it, and marks them rolled_up), so the counts never disagree with the
@@ -35,9 +36,11 @@ import json
 import logging
 import time
 from collections import Counter
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from peewee import (
+    SQL,
     BigIntegerField,
     DateTimeField,
     DoubleField,
@@ -60,11 +63,17 @@ from model_service.monitoring.window import (
     plain_rows,
 )
 from model_service.signals import row_labelled, rows_stored
+from model_service.store import ROLLUPS_RELEASE
 
 log = logging.getLogger("app")
 
-FORMAT = 3  # the release of the cells: a change of what they mean fills the table again
+# The release of the cells (store.ROLLUPS_RELEASE): a row counted into these tables is
+# marked rolled_up = FORMAT; one marked otherwise is counted again, into these.
+FORMAT = ROLLUPS_RELEASE
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+# The "day" of prediction_rollup_auc whose cells are the sums of every day: the AUC bins of
+# the whole store, read by /stats without a window (thousands of bins a day, over months).
+EVER = datetime(1, 1, 1)
 AUC_CELLS = ("A:", "AG\x1f")  # the AUC bins (quality_cells.py, group_cells.py): per day
 VACUUM_AFTER_ROWS = 10_000  # a start-up that counted this many rows vacuums the tables
 BACKFILL_ROWS = 5000  # rows read at a time when the table is filled from the stored rows
@@ -83,7 +92,7 @@ ROW_COLUMNS = (
 
 
 class Rollup(Model):
-    """The cells of one hour: what the parts of days at the ends of a window read."""
+    """The columns of the three tables of sums: one row per (hour or day, version, cell)."""
 
     hour = DateTimeField()  # the start of the hour (of the day: RollupDay, RollupAuc), UTC
     model_version = TextField()  # "" for rows stored without a version
@@ -94,8 +103,16 @@ class Rollup(Model):
     lo = DoubleField(null=True)  # the lowest and highest score of an AUC bin
     hi = DoubleField(null=True)
 
+
+# Each table's unique index is named after its class (peewee): not Rollup, whose
+# rollup_model_version_hour_cell is the index of prediction_rollup, the table of an earlier
+# release's sums. A replica of that release still serving while this one starts keeps
+# writing there; nothing reads it.
+class RollupHour(Rollup):
+    """The cells of one hour: what the parts of days at the ends of a window read."""
+
     class Meta:
-        table_name = "prediction_rollup"
+        table_name = "prediction_rollup_hour"
         indexes = ((("model_version", "hour", "cell"), True),)
 
 
@@ -118,7 +135,7 @@ class RollupAuc(Rollup):
 
 # The levels of the cells, and their tables: cells_of keys its sums (level, ...).
 HOURLY, DAILY, AUC = "hour", "day", "auc"
-TABLES = {HOURLY: Rollup, DAILY: RollupDay, AUC: RollupAuc}
+TABLES = {HOURLY: RollupHour, DAILY: RollupDay, AUC: RollupAuc}
 
 
 class RollupState(Model):
@@ -267,7 +284,7 @@ class Rollups:
 
     def on_row_labelled(self, _store, before, after):
         """store.py: a row's true value set or corrected: its labelled cells move."""
-        if before.rolled_up is None:  # not counted yet: catch_up counts it with this label
+        if before.rolled_up != FORMAT:  # not counted yet: catch_up counts it with this label
             return
         cells = self.cells_of([tuple(getattr(after, c) for c in ROW_COLUMNS)], labels_only=True)
         earlier = self.cells_of([tuple(getattr(before, c) for c in ROW_COLUMNS)], True)
@@ -296,7 +313,7 @@ class Rollups:
             if emptied or created or state is None or state.value != self.signature:  # again
                 for rollup in TABLES.values():
                     rollup.delete().execute()
-                table.update(rolled_up=None).where(table.rolled_up.is_null(False)).execute()
+                table.update(rolled_up=None).where(table.rolled_up == FORMAT).execute()
                 RollupState.insert(name="signature", value=self.signature).on_conflict(
                     conflict_target=[RollupState.name], update={RollupState.value: self.signature}
                 ).execute()
@@ -315,18 +332,22 @@ class Rollups:
         return f"counted {rows} stored rows into the rollup tables in {seconds:.1f} s"
 
     def catch_up(self):
-        """Count the rows nobody counted yet (rolled_up NULL): rows written by a release
-        before this one, or by hand. The service's own rows are counted as it writes them.
-        A few thousand at a time, each chunk in a transaction that two processes take in
-        turns, so that no row is counted twice. Returns how many it counted."""
+        """Count the rows these tables do not count yet (rolled_up NULL, or another release's
+        mark): rows written by a release before this one, or by hand. The service's own
+        rows are counted as it writes them. A few thousand at a time, each chunk in a
+        transaction that two processes take in turns, so that no row is counted twice.
+        Returns how many it counted."""
         table, total = self.store.table, 0
-        uncounted = table.select(table.id).where(table.rolled_up.is_null()).limit(1)
+        # The partial index's own condition, with the number written out: SQLite uses a
+        # partial index only for a query whose WHERE names the same constant.
+        not_counted = SQL(f'("rolled_up" IS NULL OR "rolled_up" <> {FORMAT})')
+        uncounted = table.select(table.id).where(not_counted).limit(1)
         if not plain_rows(uncounted):  # the usual case: one lookup in a partial index
             return 0
         columns = [table.id, *(getattr(table, name) for name in ROW_COLUMNS)]
         while True:
             with migrations.exclusive_transaction(unproxied(self.store.database)):
-                query = table.select(*columns).where(table.rolled_up.is_null()).order_by(table.id)
+                query = table.select(*columns).where(not_counted).order_by(table.id)
                 if isinstance(unproxied(self.store.database), PostgresqlDatabase):
                     query = query.for_update()  # an /update of these rows waits for the count
                 rows = plain_rows(query.limit(BACKFILL_ROWS))
@@ -334,23 +355,24 @@ class Rollups:
                     return total
                 self.add(self.cells_of([row[1:] for row in rows]))
                 ids = [row[0] for row in rows]
-                table.update(rolled_up=1).where(table.id.in_(ids)).execute()
+                table.update(rolled_up=FORMAT).where(table.id.in_(ids)).execute()
             total += len(rows)
 
     # --- reading --------------------------------------------------------------------
 
-    def count(self, window, last_id):
+    def count(self, window, last_id, edges=None):
         """Sums {(version, cell): [n, s, q, lo, hi]} over the window but the AUC cells: its
-        whole days from RollupDay, the whole hours at its ends from Rollup, and the parts of
-        hours from their rows (up to last_id). Rows nobody counted yet: catch_up, which
-        /stats calls first, outside the transaction of its reads (counting writes)."""
+        whole days from RollupDay, the whole hours at its ends from RollupHour, and the parts
+        of hours from their rows (up to last_id; edges: a dict that keeps their cells for
+        daily). Rows nobody counted yet: catch_up, which /stats calls first, outside the
+        transaction of its reads (counting writes)."""
         found = Sums()
         for level, start, end in pieces(window.since, window.until):
             if level is None:
-                for (found_level, _, version, cell), value in self.count_rows(
-                    window, last_id, start, end
+                for (_, version, cell), value in self.edge_cells(
+                    window, last_id, start, end, edges
                 ):
-                    if found_level == HOURLY:
+                    if window.version is None or version == version_key(window.version):
                         found.add((version, cell), *value)
                 continue
             for key, value in self.sum_table(window, level, start, end).items():
@@ -360,20 +382,24 @@ class Rollups:
     def count_auc(self, window, last_id, groups=True):
         """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window (and of the
         declared groupings' AG... unless not groups): kept per day, so the parts of days at
-        its ends come from their labelled rows."""
+        its ends come from their labelled rows; the whole store's, under EVER."""
         days = whole(window.since, window.until, DAY)
+        if window.since is None and window.until is None:
+            span = (EVER, EVER + DAY)  # a row per bin, not a row per bin and day
+        else:
+            span = (days[0] or EVER + DAY, days[1])  # the days, not EVER's sums
         found = Sums()
-        for key, value in self.sum_table(window, AUC, *days).items():
+        for key, value in self.sum_table(window, AUC, *span).items():
             if groups or key[1].startswith("A:"):
                 found.add(key, *value)
         for start, end in edges(window.since, window.until, *days):
             if not groups:  # the model's bins alone: no observation to read
                 self.count_auc_rows(found, window, last_id, start, end)
                 continue
-            for (level, _, version, cell), value in self.count_rows(
+            for (level, day, version, cell), value in self.count_rows(
                 window, last_id, start, end, True
             ):
-                if level == AUC:
+                if level == AUC and day != EVER:  # each once: under its day
                     found.add((version, cell), *value)
         return found
 
@@ -397,10 +423,10 @@ class Rollups:
             for cell, value in cells.items():
                 found.add((version, cell), *value)
 
-    def daily(self, window, last_id):
+    def daily(self, window, last_id, edges=None):
         """{day: {cell: [n, s, q, lo, hi]}} of the window's version: the rows, and the
         labelled rows' matrix or errors, by day (what /stats's `daily` and /monitor's chart
-        of quality read)."""
+        of quality read; edges: count's, when it counted the same window)."""
 
         def wanted(table):
             return (table.cell == "rows") | table.cell.startswith("L:m:") | (table.cell == "L:ra:0")
@@ -408,8 +434,11 @@ class Rollups:
         found = {}
         for level, start, end in pieces(window.since, window.until):
             if level is None:
-                counted = self.count_rows(window, last_id, start, end)
-                counted = [((h, v, c), value) for (lv, h, v, c), value in counted if lv == HOURLY]
+                counted = [
+                    (key, value)
+                    for key, value in self.edge_cells(window, last_id, start, end, edges)
+                    if key[1] == version_key(window.version)
+                ]
             else:
                 counted = self.sum_table(window, level, start, end, wanted, by_hour=True).items()
             for (hour, _, cell), value in counted:
@@ -453,6 +482,19 @@ class Rollups:
                 let_others_run()  # tens of thousands of AUC bins: predictions go in between
         return found
 
+    def edge_cells(self, window, last_id, start, end, edges=None):
+        """[((hour, version, cell), value)] of the HOURLY cells of the rows stored in [start,
+        end) of every version (the window's since and until alone), counted once per edges."""
+        key = (start, end, last_id)
+        if edges is None or key not in edges:
+            every_version = replace(window, version=None)
+            counted = self.count_rows(every_version, last_id, start, end)
+            found = [((h, v, c), value) for (level, h, v, c), value in counted if level == HOURLY]
+            if edges is None:
+                return found
+            edges[key] = found
+        return edges[key]
+
     def count_rows(self, window, last_id, start, end, labelled=False):
         table = self.store.table
         query = table.select(*(getattr(table, name) for name in ROW_COLUMNS))
@@ -465,12 +507,14 @@ class Rollups:
 
 
 def with_days(cells):
-    """The cells of cells_of, each HOURLY one under its day (DAILY) too; AUC ones per day."""
+    """The cells of cells_of, each HOURLY one under its day (DAILY) too; AUC ones per day,
+    and under EVER: the whole store's, which /stats without a window reads."""
     found = Sums()
     for (level, hour, version, cell), (n, s, q, lo, hi) in cells.items():
         day = hour.replace(hour=0)
         if level == AUC:
             found.add((AUC, day, version, cell), n, s, q, lo, hi)
+            found.add((AUC, EVER, version, cell), n, s, q, lo, hi)
         else:
             found.add((HOURLY, hour, version, cell), n, s, q, lo, hi)
             found.add((DAILY, day, version, cell), n, s, q, lo, hi)
@@ -514,7 +558,7 @@ def floor(moment, size):
 
 
 _TICK = timedelta(microseconds=1)
-# Rollup.add's statement: the lowest and highest score by CASE, for SQLite's MIN(a, b) is
+# Rollups.add's statement: the lowest and highest score by CASE, for SQLite's MIN(a, b) is
 # PostgreSQL's LEAST.
 UPSERT = (
     'INSERT INTO {table} ("hour", "model_version", "cell", "n", "s", "q", "lo", "hi") '
@@ -536,7 +580,8 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS {table}_version_created_at ON {table} (model_version, created_at)",
     "CREATE INDEX IF NOT EXISTS {table}_labelled ON {table} (model_version, created_at) "
     "WHERE true_value IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS {table}_not_rolled_up ON {table} (id) WHERE rolled_up IS NULL",
+    f"CREATE INDEX IF NOT EXISTS {{table}}_not_counted_{FORMAT} ON {{table}} (id) "
+    f"WHERE rolled_up IS NULL OR rolled_up <> {FORMAT}",
 )
 
 

@@ -72,7 +72,8 @@ def serve_stats():
     # The counts first (rollups.py): the last id they saw bounds every later query. Rows
     # written by other means than this service's are counted before, in their own transaction.
     state.rollups.catch_up()
-    last_id, counted = window.in_transaction(partial(count_window, state.rollups, window))
+    edges = {}  # the cells of the parts of hours at the window's ends, counted once
+    last_id, counted = window.in_transaction(partial(count_window, state.rollups, window, edges))
     versions = window.in_transaction(
         partial(window.versions, Counter({k: v[0] for k, v in counted.items()}))
     )
@@ -92,7 +93,7 @@ def serve_stats():
     shadowed = challenger and replace(window, shadowed_by=challenger.version)
     if by is None:
         labelled = sum(v["labelled"] for v in versions if v["version"] == reported)
-        body = whole_stats(state, model, window, last_id, versions, sums, labelled)
+        body = whole_stats(state, model, window, last_id, versions, sums, labelled, edges)
         body["challenger"] = shadowed and compare(shadowed, last_id, model, challenger)
         return jsonify(**head, **body)
     by_columns = state.groups.parse_by(by)
@@ -111,13 +112,13 @@ def serve_stats():
     return jsonify(**head, by=answer.pop("by"), predictions=count, **answer)
 
 
-def count_window(rollups, window):
+def count_window(rollups, window, edges):
     """(the last id, the window's sums {(version, cell): [n, s, q, lo, hi]}: rollups.py)."""
     last_id = window.last_id()
-    return last_id, rollups.count(window, last_id)
+    return last_id, rollups.count(window, last_id, edges)
 
 
-def whole_stats(state, model, window, last_id, versions, sums, labelled):
+def whole_stats(state, model, window, last_id, versions, sums, labelled, edges=None):
     """/stats without by: the versions, the quality of the task, and the drift, from the
     rollups' sums of the window. The metrics: from the labelled rows themselves while there
     are at most READ_LABELLED_ROWS (reading them is cheap); beyond, from the sums too."""
@@ -141,7 +142,8 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled):
         "unreadable_observations": unreadable,
         "replaced": replaced_values(cells),
         "daily": quality_cells.daily_of(
-            model.task, window.in_transaction(partial(state.rollups.daily, window, last_id))
+            model.task,
+            window.in_transaction(partial(state.rollups.daily, window, last_id, edges)),
         ),
     }
 

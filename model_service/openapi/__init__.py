@@ -27,7 +27,15 @@ from model_service.openapi.builders import text
 from model_service.openapi.challenger_schemas import CHALLENGER_SCHEMAS
 from model_service.openapi.groups_schemas import GROUPS_SCHEMAS
 from model_service.openapi.metrics_schemas import METRICS_SCHEMAS
-from model_service.openapi.paths import paths, responses
+from model_service.openapi.paths import (
+    API_KEY_SCHEMES,
+    no_api_key,
+    paths,
+    responses,
+    with_api_keys,
+    with_quota,
+    with_rate_limit,
+)
 from model_service.openapi.schemas import model_schemas, predict_sources
 from model_service.openapi.service_paths import SECURITY_SCHEMES
 from model_service.openapi.shared_schemas import SHARED_SCHEMAS
@@ -62,7 +70,7 @@ def build_spec(model, settings=None):
         **CHALLENGER_SCHEMAS,
         **SHARED_SCHEMAS,
     }
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": info(model, limits),
         "servers": [{"url": "/"}],
@@ -73,6 +81,16 @@ def build_spec(model, settings=None):
             "responses": responses(limits),
         },
     }
+    if (settings or {}).get("API_KEYS") or (settings or {}).get("API_KEYS_FILE"):
+        with_api_keys(spec["paths"], model.contract)  # api_keys.py: 401 without a key
+        components = spec["components"]
+        components["securitySchemes"] = {**SECURITY_SCHEMES, **API_KEY_SCHEMES}
+        components["responses"]["NoApiKey"] = no_api_key()
+    if (settings or {}).get("RATE_LIMIT"):
+        with_rate_limit(spec["paths"], model.contract)  # rate_limits.py: a 429 past it
+    if (settings or {}).get("DATABASE_QUOTA_MB") and model.contract.when_full == "refuse":
+        with_quota(spec["paths"], model.contract)  # quota.py: a new id in a full store
+    return spec
 
 
 # ---------------------------------------------------------------------------------------

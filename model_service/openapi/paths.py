@@ -134,6 +134,80 @@ def update_operation(model):
     }
 
 
+def with_api_keys(routes, contract):
+    """API_KEYS set (api_keys.py): the contract's three routes need a key, a 401 without
+    one; an /update of a row that another key wrote is a 403."""
+    not_yours = error_response(
+        "The row was stored by another API key (or before keys were on): only that key, or "
+        "a key marked * in API_KEYS, may label it"
+    )
+    for path in (contract.predict_path, contract.batch_path, contract.update_path):
+        operation = routes[path]["post"]
+        operation["security"] = [{"apiKey": []}, {"apiKeyHeader": []}]
+        answers = {**operation["responses"], "401": {"$ref": "#/components/responses/NoApiKey"}}
+        if path == contract.update_path:
+            answers["403"] = not_yours
+        operation["responses"] = dict(sorted(answers.items()))
+    return routes
+
+
+def with_rate_limit(routes, contract):
+    """RATE_LIMIT set (rate_limits.py): past it, the contract's three routes answer 429."""
+    for path in (contract.predict_path, contract.batch_path, contract.update_path):
+        operation = routes[path]["post"]
+        too_many = error_response(
+            "More requests than RATE_LIMIT allows this API key (or this client address, "
+            "without keys): send it again after Retry-After seconds"
+        )
+        too_many["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until the limit lets a request through",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+        operation["responses"] = dict(sorted({**operation["responses"], "429": too_many}.items()))
+    return routes
+
+
+def with_quota(routes, contract):
+    """DATABASE_QUOTA_MB with [store] when_full = "refuse" (quota.py): the predict route's
+    new id in a full store is a 507 (a batch's item too: its result says so)."""
+    full = error_response(
+        "The database is full (DATABASE_QUOTA_MB): a new id is not stored, so it is refused; "
+        "retries of stored ids and labels still work"
+    )
+    operation = routes[contract.predict_path]["post"]
+    operation["responses"] = dict(sorted({**operation["responses"], "507": full}.items()))
+    return routes
+
+
+# API_KEYS set: the two ways to send a key, and the 401 without a valid one.
+API_KEY_SCHEMES = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A key of API_KEYS (its part after name:), as Authorization: Bearer",
+    },
+    "apiKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "A key of API_KEYS, in the header X-API-Key",
+    },
+}
+
+
+def no_api_key():
+    answer = error_response("No API key, another scheme than Bearer, or a key not in API_KEYS")
+    answer["headers"] = {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="predictions" (and error="invalid_token" for a bad key)',
+            "schema": {"type": "string"},
+        }
+    }
+    return answer
+
+
 def responses(limits):
     found = {name: error_response(description) for name, description in ERRORS.items()}
     found["TooLarge"]["description"] += f" ({limits['MAX_CONTENT_LENGTH']} bytes)"

@@ -268,6 +268,10 @@ def batch_result(model):
             "An invalid item",
             {"id": unreadable, "status": {"const": 422}, "error": error},
         ),
+        (
+            'A new id in a full store (DATABASE_QUOTA_MB, [store] when_full = "refuse")',
+            {"id": sent, "status": {"const": 507}, "error": error},
+        ),
     ]
     return {
         "description": "What the predict route would have answered for the item",

@@ -266,6 +266,16 @@ SERVICE_PATHS = {
                         "maximum": 9223372036854775807,
                     },
                 },
+                {
+                    "name": "api_key_name",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Only the rows written with this API key: its name in API_KEYS (rows "
+                        "written while keys were off have none)"
+                    ),
+                    "schema": {"type": "string", "minLength": 1},
+                },
             ],
             "responses": {
                 "200": {
