@@ -34,6 +34,7 @@ from functools import partial
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
+from peewee import Cast
 from sklearn.metrics import roc_auc_score
 
 from model_service.errors import ApiError
@@ -52,7 +53,7 @@ blueprint = Blueprint("stats", __name__)
 # Up to this many rows in its window, /stats?by= reads them (groups.py: its bootstrap
 # intervals draw rows); beyond, a declared grouping comes from the sums (group_cells.py).
 ROW_PATH_ROWS = 20_000
-BINS_READ_APART = 16  # up to this many uncertain AUC bins are read by their score ranges
+BINS_READ_APART = 1024  # up to this many uncertain AUC bins are read by their numbers
 
 
 @blueprint.get("/stats")
@@ -170,9 +171,9 @@ def summary_of_many(report, window, last_id, rollups, sums, labelled):
         return quality
     bins = quality_cells.uncertain_bins(auc)
     bins_rows = sum(n for (n, *_rest) in (auc.get(f"A:{b}:{t}", [0]) for b in bins for t in (0, 1)))
-    # A query of a few bins' score ranges; past that, one read of every labelled row.
+    # The rows of the uncertain bins, by their numbers; past that many, every labelled row.
     if bins_rows <= quality_cells.EXACT_LABELLED_ROWS and len(bins) <= BINS_READ_APART:
-        truth, score, _ = labelled_in_bins(window, last_id, report, bins)
+        truth, score, _ = labelled_in_bins(window, last_id, report, bins, bodies=False)
         wins = quality_cells.wins_within(truth, score, bins)
         metrics["roc_auc"], metrics["roc_auc_error_bound"] = quality_cells.auc_of(auc, wins)
     else:
@@ -226,24 +227,30 @@ def grouped_from_sums(state, window, last_id, by, sums, labelled):
     return state.grouped.report(by, sums, auc, labelled, let_others_run, rows_in_bins)
 
 
-def labelled_in_bins(window, last_id, report, bins):
+def labelled_in_bins(window, last_id, report, bins, bodies=True):
     """(truth, score, bodies) of the window's labelled rows whose score (about the model's
     positive class) falls in these AUC bins {bin: (lowest, highest score)}: the few rows
-    that make an AUC from bins exact (quality_cells.py)."""
-    table, near = window.table, 1e-9  # 1 - p may differ from the stored score in its last bit
-    condition = None
-    for lo, hi in bins.values():
-        part = table.proba.between(lo - near, hi + near) | table.proba.between(
-            1 - hi - near, 1 - lo + near
-        )
-        condition = part if condition is None else condition | part
-    columns = (table.true_value, table.proba, table.threshold, table.positive_class)
-    query = table.select(*columns, table.observation).where(table.true_value.is_null(False))
+    that make an AUC from bins exact (quality_cells.py). bodies=False: no observation read.
+
+    The database picks them by the bin of p, or of 1 - p (a row answered about the other
+    class), with a bin either side, since 1 - p may round across an edge; the exact bins
+    are taken here."""
+    table = window.table
+    near = sorted({b + step for b in bins for step in (-1, 0, 1)})
+    condition = auc_bin_of(table.proba).in_(near) | auc_bin_of(1 - table.proba).in_(near)
+    columns = [table.true_value, table.proba, table.threshold, table.positive_class]
+    columns += [table.observation] if bodies else []
+    query = table.select(*columns).where(table.true_value.is_null(False))
     rows = window.in_transaction(lambda: plain_rows(window.where(query.where(condition), last_id)))
     truth, score, _, _, kept = report.judge([row[:4] for row in rows])
-    bodies = [row[4] for row, taken in zip(rows, kept, strict=True) if taken]
+    bodies = [row[4] if bodies else None for row, taken in zip(rows, kept, strict=True) if taken]
     inside = np.isin(quality_cells.auc_bin(score), list(bins))
     return truth[inside], score[inside], [b for b, i in zip(bodies, inside, strict=True) if i]
+
+
+def auc_bin_of(score):
+    """quality_cells.auc_bin of a score, in SQL (CAST truncates: the floor of a score >= 0)."""
+    return Cast(score * quality_cells.AUC_BINS, "INTEGER")
 
 
 def within_time_limit():
