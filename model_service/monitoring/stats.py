@@ -34,7 +34,7 @@ from functools import partial
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
-from peewee import Cast
+from peewee import Cast, fn
 from sklearn.metrics import roc_auc_score
 
 from model_service.errors import ApiError
@@ -233,23 +233,30 @@ def labelled_in_bins(window, last_id, report, bins, bodies=True):
     that make an AUC from bins exact (quality_cells.py). bodies=False: no observation read.
 
     The database picks them by the bin of p, or of 1 - p (a row answered about the other
-    class), with a bin either side, since 1 - p may round across an edge; the exact bins
-    are taken here."""
+    class), with a bin either side (auc_bin_of rounds on PostgreSQL; 1 - p may round
+    across an edge); the exact bins are taken here."""
     table = window.table
     near = sorted({b + step for b in bins for step in (-1, 0, 1)})
     condition = auc_bin_of(table.proba).in_(near) | auc_bin_of(1 - table.proba).in_(near)
-    columns = [table.true_value, table.proba, table.threshold, table.positive_class]
-    columns += [table.observation] if bodies else []
-    query = table.select(*columns).where(table.true_value.is_null(False))
-    rows = window.in_transaction(lambda: plain_rows(window.where(query.where(condition), last_id)))
+    judged = [table.true_value, table.proba, table.threshold, table.positive_class]
+    if bodies:
+        query = table.select(*judged, table.observation)
+    else:  # a row per distinct (label, score, rule), and how many: a model's scores repeat
+        query = table.select(*judged, fn.COUNT(table.id)).group_by(*judged)
+    query = query.where(table.true_value.is_null(False), condition)
+    rows = window.in_transaction(lambda: plain_rows(window.where(query, last_id)))
     truth, score, _, _, kept = report.judge([row[:4] for row in rows])
-    bodies = [row[4] if bodies else None for row, taken in zip(rows, kept, strict=True) if taken]
+    found = [row[4] for row, taken in zip(rows, kept, strict=True) if taken]
+    if not bodies:  # each distinct row as many times as it is stored
+        times = np.array(found, dtype=np.int64)
+        truth, score, found = np.repeat(truth, times), np.repeat(score, times), [None] * sum(found)
     inside = np.isin(quality_cells.auc_bin(score), list(bins))
-    return truth[inside], score[inside], [b for b, i in zip(bodies, inside, strict=True) if i]
+    return truth[inside], score[inside], [b for b, i in zip(found, inside, strict=True) if i]
 
 
 def auc_bin_of(score):
-    """quality_cells.auc_bin of a score, in SQL (CAST truncates: the floor of a score >= 0)."""
+    """quality_cells.auc_bin of a score in SQL, give or take one: CAST truncates on SQLite
+    and rounds on PostgreSQL (labelled_in_bins asks for the bins either side too)."""
     return Cast(score * quality_cells.AUC_BINS, "INTEGER")
 
 
