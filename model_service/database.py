@@ -87,6 +87,11 @@ def unhurried():
         _start_up["timeout"] = None
 
 
+def unproxied(database):
+    """The database behind app.py's DatabaseProxy (or the database itself)."""
+    return getattr(database, "obj", database)
+
+
 def in_transaction(database, work):
     """Run work() in one transaction and return its result.
 

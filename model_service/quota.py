@@ -25,7 +25,7 @@ import time
 
 import peewee
 
-from model_service.database import DATABASE_ERRORS
+from model_service.database import DATABASE_ERRORS, unproxied
 from model_service.errors import ApiError, StartupError
 from model_service.signals import signals
 
@@ -137,7 +137,7 @@ class Quota:
 
 
 def is_sqlite(database):
-    return isinstance(database.obj, peewee.SqliteDatabase)  # pooled or not
+    return isinstance(unproxied(database), peewee.SqliteDatabase)  # pooled or not
 
 
 def store_bytes(database):
@@ -145,7 +145,7 @@ def store_bytes(database):
     if is_sqlite(database):
         pages = database.execute_sql("PRAGMA page_count").fetchone()[0]
         page_size = database.execute_sql("PRAGMA page_size").fetchone()[0]
-        wal = f"{database.obj.database}-wal"
+        wal = f"{unproxied(database).database}-wal"
         return pages * page_size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
     return int(
         database.execute_sql(

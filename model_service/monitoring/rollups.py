@@ -51,6 +51,7 @@ from peewee import (
 )
 
 from model_service import migrations
+from model_service.database import unproxied
 from model_service.monitoring.drift import count_bins, observation_of, readable_observations
 from model_service.monitoring.quality_cells import Sums, add_auc_bins, labelled_cells
 from model_service.monitoring.reports import REPORTS, MulticlassReport
@@ -600,7 +601,3 @@ def edges(since, until, first_whole, end_whole):
 def version_key(version):
     """How the table names a version: "" for the rows stored without one."""
     return "" if version == UNKNOWN_VERSION else version
-
-
-def unproxied(database):
-    return getattr(database, "obj", database)

@@ -20,6 +20,8 @@ import gevent
 from gevent import monkey
 from peewee import SqliteDatabase, fn
 
+from model_service.database import unproxied
+
 CHUNK_ROWS = 2000  # observations parsed at a time: bounds memory, and lets others run
 UNKNOWN_VERSION = "unknown"  # how /stats names the rows stored with no model_version
 
@@ -142,7 +144,7 @@ def blocking_rows(query):
     query runs on the request's own connection (the same transaction), which waits for
     it. PostgreSQL's reads already let others run (database.wait_for_postgres).
     """
-    database = getattr(query.model._meta.database, "obj", query.model._meta.database)
+    database = unproxied(query.model._meta.database)
     if not (isinstance(database, SqliteDatabase) and monkey.is_module_patched("threading")):
         return plain_rows(query)
     sql, parameters = query.sql()
