@@ -216,8 +216,8 @@ def create_app(settings=None):
     tag_requests(app)  # X-Request-ID on every answer and log line
     security_headers.init_app(app)  # nosniff, Referrer-Policy; CORS_ORIGINS' preflights
     register_error_handlers(app)  # every error is JSON {"error": ...}, never a traceback
-    register_routes(app)
     rate_limits.init_app(app)  # RATE_LIMIT (per API key), MAX_QUEUED_PREDICTIONS: refused at once
+    register_routes(app)
     return app
 
 

@@ -12,10 +12,10 @@ as before. The admin token (ADMIN_TOKEN) is not a key, and a key opens no admin 
 
 An entry is `name:key`, or `name:key:*` for a key that may label every row. The name
 (letters, digits, - _ .) is what the rows store, in the column api_key_name, and what
-GET /export?api_key_name=<name> selects; the key is at least 16 printable characters
-without spaces, `:` or `,` (`openssl rand -hex 32` makes one). Start-up refuses a malformed
-entry, a repeated name or key, and both variables at once, naming the entry's position:
-never the key.
+GET /export?api_key_name=<name> and GET /stats?api_key_name=<name> select; the key is at
+least 16 printable characters without spaces, `:` or `,` (`openssl rand -hex 32` makes
+one). Start-up refuses a malformed entry, a repeated name or key, and both variables at
+once, naming the entry's position: never the key.
 
 POST /update labels a row only for the key that wrote it; another key gets 403 (the id's
 existence is no secret: /predict's 409 tells it too). Rows written while keys were off
@@ -40,7 +40,6 @@ from flask import current_app, g, request
 from model_service.errors import ApiError, StartupError
 from model_service.parsing import parse_id, read_body
 from model_service.store import current_store
-from model_service.web import require_admin
 
 # The endpoints that score or label: app.py's predict and update (add_route names them after
 # their views, whatever path api.toml gives them), and predict_batch.py's.
@@ -49,7 +48,6 @@ NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 KEY = re.compile(r"[!-~]{16,}")  # printable ASCII, no space; ":" and "," are refused apart
 ALL_ROWS = "*"
 CHALLENGE = 'Bearer realm="predictions"'
-FILTER = "api_key_name"  # /export's query parameter, and the column
 
 
 @dataclass(frozen=True)
@@ -144,12 +142,8 @@ def parse_entry(where, entry):
 
 
 def init_app(app):
-    """Read the keys (StartupError on a bad one); with keys, guard the GUARDED endpoints.
-
-    Whatever the keys, GET /stats refuses ?api_key_name= (422): its figures come from sums
-    kept per model version and time, not per key; /export selects a key's rows."""
+    """Read the keys (StartupError on a bad one); with keys, guard the GUARDED endpoints."""
     keys = app.extensions["api_keys"] = keys_from_settings(app.config)
-    app.before_request(refuse_stats_by_key)
     if keys is not None:
         app.before_request(require_key)
 
@@ -158,12 +152,29 @@ def require_key():
     """The request's key (401 without a valid one), kept in g for the row it writes."""
     if request.endpoint not in GUARDED or request.method == "OPTIONS":
         return
-    key = current_app.extensions["api_keys"].find(offered_key())
+    offered_key()  # a 401 that says how to send a key, when there is none
+    key = request_key()
     if key is None:
         raise unauthorized("The API key is not valid", error="invalid_token")
     g.api_key_name = key.name  # parsing.parse_prediction_request stores it with the row
     if request.endpoint == "update" and not key.all_rows:
         check_owner(key)
+
+
+def request_key():
+    """The configured key the request carries, or None (keys off, no key, a wrong one).
+
+    Looked up once a request: rate_limits.py asks first, to count the request against its
+    key's name, or against its address when it has no valid key (a 401 is counted too)."""
+    keys = current_app.extensions.get("api_keys")
+    if keys is None:
+        return None
+    if "api_key" not in g:
+        try:
+            g.api_key = keys.find(offered_key())
+        except ApiError:  # no key, or another scheme
+            g.api_key = None
+    return g.api_key
 
 
 def offered_key():
@@ -213,14 +224,3 @@ def check_owner(key):
         f"Observation ID {row_key} was stored by {written_by}: only the key that wrote it, "
         "or a key marked * in API_KEYS, may label it",
     )
-
-
-def refuse_stats_by_key():
-    if request.endpoint == "stats.serve_stats" and FILTER in request.args:
-        require_admin()  # a 404 first, as /stats answers without the admin token
-        raise ApiError(
-            422,
-            f"/stats cannot select the rows of one API key: its figures are sums kept per "
-            f"model version and time, not per key. GET /export?{FILTER}=<name> gives that "
-            "key's rows.",
-        )

@@ -4,10 +4,11 @@
 
 RATE_LIMIT ("600/minute"; unset: off): each client may send that many requests to the
 routes that score and label (/predict, /update, /predict-batch, or the paths of the brief's
-api.toml) per period; past it, they get 429 with Retry-After. A client is its API key's
-name (`flask.g.api_key_name`, set by api_keys.py before this hook runs, when API keys are
-on), else its address: the connection's, or with TRUSTED_PROXIES=n the one the n-th proxy
-in front wrote in X-Forwarded-For (counted from the right: what a client writes there
+api.toml) per period; past it, they get 429 with Retry-After. A client is the name of
+its API key, when keys are on and the request carries a valid one (api_keys.request_key:
+this hook runs before api_keys.py's, so that requests refused with 401 count too), else its
+address: the connection's, or with TRUSTED_PROXIES=n the one the n-th proxy in front wrote
+in X-Forwarded-For (counted from the right: what a client writes there
 itself comes first, and is never believed). A client's window opens at its first request
 and lasts the period; the next request after it opens a new one.
 
@@ -34,8 +35,9 @@ import threading
 import time
 from pathlib import Path
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, jsonify, request
 
+from model_service.api_keys import request_key
 from model_service.batching import BatchOverloaded
 from model_service.errors import StartupError
 from model_service.signals import signals
@@ -61,7 +63,7 @@ def init_app(app):
                 f"TRUSTED_PROXIES={app.config['TRUSTED_PROXIES']} must be 0 or more."
             )
         app.extensions["rate_limit"] = WindowCounter(private_folder(), limit, period)
-        app.before_request(limit_rate)  # after api_keys.py's hook: g.api_key_name is known
+        app.before_request(limit_rate)  # before api_keys.py's 401: wrong keys are counted too
     most_waiting = app.config["MAX_QUEUED_PREDICTIONS"]
     if most_waiting is not None:
         if most_waiting < 1:
@@ -131,10 +133,10 @@ def refusal(status, message, retry_after):
 
 
 def client_key():
-    """The API key's name when keys are on (api_keys.py), else the client's address."""
-    name = g.get("api_key_name")
-    if name is not None:
-        return f"key {name}"
+    """The name of the request's API key when it carries a valid one, else its address."""
+    key = request_key()
+    if key is not None:
+        return f"key {key.name}"
     return f"address {client_address(current_app.config['TRUSTED_PROXIES'])}"
 
 

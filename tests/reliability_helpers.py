@@ -39,6 +39,34 @@ from test_openapi import check_against_spec  # noqa: F401 (each model: its own d
 from model_service import artifacts, parsing
 
 # ---------------------------------------------------------------------------------------
+# A deployment open on the internet: the load, fault and hostile-input tests' servers
+# ---------------------------------------------------------------------------------------
+
+# API keys, a rate limit and load shedding switched on (issue 24): what those tests check
+# must hold with them, as on a public URL. The limits are far above what a test sends, so
+# every request is counted and none refused. (Off, they change nothing: the rest of the
+# suite runs without them.)
+PUBLIC_KEY = "grader-" + "4be1d07c" * 3
+PUBLIC = {
+    "API_KEYS": f"grader:{PUBLIC_KEY}",
+    "RATE_LIMIT": "1000000/hour",
+    "MAX_QUEUED_PREDICTIONS": "512",
+}
+KEYED = {"Authorization": f"Bearer {PUBLIC_KEY}"}
+
+
+def public(**env):
+    """PUBLIC's settings, and the test's own."""
+    return {**PUBLIC, **env}
+
+
+def assert_keys_are_required(server):
+    """The server runs with PUBLIC's keys: a request without one is refused."""
+    response = requests.post(f"{server.url}/predict", json={"id": 1}, timeout=10)
+    assert response.status_code == 401, response.text
+
+
+# ---------------------------------------------------------------------------------------
 # Requests
 # ---------------------------------------------------------------------------------------
 
@@ -108,13 +136,20 @@ class Sent:
 
 
 def send_all(
-    requests_to_send, clients=16, deadline_seconds=120.0, timeout=(3, 30), before=None, until=None
+    requests_to_send,
+    clients=16,
+    deadline_seconds=120.0,
+    timeout=(3, 30),
+    before=None,
+    until=None,
+    headers=KEYED,
 ):
     """Send (method, url, body) requests from `clients` threads, each with its own session.
 
     Bounded in count (the list) and time (deadline_seconds: what is not sent by then is
     skipped; so is what is not sent once `until()` returns True). `before(index)` runs in
-    the client thread before request `index` is sent, e.g. to wait at a barrier.
+    the client thread before request `index` is sent, e.g. to wait at a barrier. Every
+    request carries `headers`: PUBLIC's key, which a server without keys ignores.
     Exceptions are recorded in the outcome, never raised.
     """
     local = threading.local()
@@ -125,6 +160,7 @@ def send_all(
     def session():
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            local.session.headers.update(headers)
             with lock:
                 sessions.append(local.session)
         return local.session

@@ -11,6 +11,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ import schemathesis
 from conftest import EXAMPLE, service
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reliability_helpers import random_observations
 
 # Run again here with keys on: they take this module's `app` and `client` fixtures.
 from test_app import (  # noqa: F401
@@ -29,11 +31,13 @@ from test_app import (  # noqa: F401
 )
 from test_hostile_input import BOUNDED
 from test_openapi import app_of
+from test_quality_cells import close
 from test_smoke_check import STOP_AND_SEARCH
 
 from model_service import api_keys, openapi
 from model_service.api_keys import keys_from_settings, parse_keys
 from model_service.errors import StartupError
+from model_service.monitoring import quality_cells
 
 KEY_A = "alpha-0f3c9a1be27d4c55a8e1"
 KEY_B = "bravo-6d2e8b0c4a1f9e37b5d2"
@@ -222,7 +226,7 @@ def test_a_bad_update_body_gets_the_views_own_answer_after_the_key(client):
     assert client.post("/update", data=b"[" * 70_000).status_code == 413
 
 
-def test_export_selects_the_rows_of_one_key_and_stats_says_why_it_cannot(app):
+def test_export_selects_the_rows_of_one_key(app):
     client, admin = app.test_client(), as_key(ADMIN_TOKEN)
     for observation_id, key in [(1, KEY_A), (2, KEY_B), (3, KEY_A)]:
         client.post("/predict", json=body_of("/predict", observation_id), headers=as_key(key))
@@ -231,10 +235,63 @@ def test_export_selects_the_rows_of_one_key_and_stats_says_why_it_cannot(app):
     assert alpha.headers["X-Export-Rows"] == "2"
     assert client.get("/export?api_key_name=nobody", headers=admin).headers["X-Export-Rows"] == "0"
     assert client.get("/export?api_key_name=", headers=admin).status_code == 422
-    stats = client.get("/stats?api_key_name=alpha", headers=admin)
-    assert stats.status_code == 422
-    assert "/export?api_key_name=" in stats.json["error"]
+
+
+def traffic(client, keyed):
+    """40 passengers, two of three sent with alpha's key (the others bravo's), every other
+    one labelled; keyed=False: alpha's alone, keys off."""
+    for number, observation in enumerate(random_observations(40, seed=24)):
+        key = KEY_A if number % 3 else KEY_B
+        if key != KEY_A and not keyed:
+            continue
+        headers = as_key(key) if keyed else {}
+        answer = client.post(
+            "/predict", json={"id": number, "observation": observation}, headers=headers
+        )
+        assert answer.status_code == 200, answer.json
+        if number % 2:
+            label = {"id": number, "true_class": number % 4 // 2}
+            assert client.post("/update", json=label, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("labelled_rows_read", [20_000, 0], ids=["from rows", "from sums"])
+def test_stats_of_one_key_are_those_of_a_store_of_its_rows_alone(
+    database_url, tmp_path, monkeypatch, labelled_rows_read
+):
+    """Up to READ_LABELLED_ROWS the quality is read from the labelled rows; beyond, from
+    sums: both ways, the rows of one key (counted as /stats reads them) give what a store
+    holding only those rows gives from its rollup tables."""
+    monkeypatch.setattr(quality_cells, "READ_LABELLED_ROWS", labelled_rows_read)
+    admin = as_key(ADMIN_TOKEN)
+    queries = [
+        "",
+        "&by=Sex",
+        f"&since={datetime.now(UTC) - timedelta(minutes=5):%Y-%m-%dT%H:%M:%S}",
+    ]
+    alone = service.create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'alone.db'}", "ADMIN_TOKEN": ADMIN_TOKEN}
+    ).test_client()
+    traffic(alone, keyed=False)
+    expected = [without_times(alone.get(f"/stats?x=1{q}", headers=admin).json) for q in queries]
+    client = service.create_app(keyed_settings(database_url)).test_client()
+    traffic(client, keyed=True)
+    for query, wanted in zip(queries, expected, strict=True):
+        answer = client.get(f"/stats?api_key_name=alpha{query}", headers=admin)
+        assert answer.status_code == 200, answer.json
+        close(without_times(answer.json), wanted, query)
+    everything = client.get("/stats", headers=admin).json
+    assert everything["predictions"] == 40 and expected[0]["predictions"] == 26
+    nobody = client.get("/stats?api_key_name=nobody", headers=admin).json
+    assert (nobody["predictions"], nobody["labelled"]) == (0, 0)
+    assert client.get("/stats?api_key_name=", headers=admin).status_code == 422
     assert client.get("/stats?api_key_name=alpha").status_code == 404  # no admin token
+
+
+def without_times(stats):
+    """/stats without the times of the versions' first and last rows (stored apart)."""
+    for version in stats.get("versions", []):  # ?by= has none
+        version.pop("first_stored"), version.pop("last_stored")
+    return stats
 
 
 # ---------------------------------------------------------------------------------------

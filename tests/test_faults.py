@@ -1,7 +1,9 @@
 """Faults: the database goes away under load, a worker dies, an artifact is broken.
 
 The outage test starts its own PostgreSQL (ThrowawayPostgres: initdb into a temporary
-folder, a free port), never the machine's shared server. Run with `pytest -s` for figures.
+folder, a free port), never the machine's shared server. The servers run with API keys, a
+rate limit and load shedding on (reliability_helpers.PUBLIC), as a public deployment does.
+Run with `pytest -s` for figures.
 """
 
 import json
@@ -22,9 +24,11 @@ import sklearn.base
 from conftest import ROOT, TITANIC, LiveServer, free_port
 from reliability_helpers import (
     ThrowawayPostgres,
+    assert_keys_are_required,
     check_against_spec,
     gunicorn_workers,
     predict_bodies,
+    public,
     random_observations,
     send_all,
     stored_rows,
@@ -51,11 +55,14 @@ def postgres():
 
 @pytest.fixture
 def live_server():
-    """live_server(database_url, **options): a LiveServer with all its workers up; stopped after."""
+    """live_server(database_url, **options): a LiveServer with all its workers up; stopped after.
+
+    Its settings are a public deployment's (reliability_helpers.PUBLIC: keys, a rate limit,
+    load shedding), and the test's own."""
     servers = []
 
-    def start(database_url, **options):
-        server = LiveServer(database_url, **options)
+    def start(database_url, env=None, **options):
+        server = LiveServer(database_url, env=public(**(env or {})), **options)
         servers.append(server)
         server.wait_until_ready(seconds=60)
         # /health answers as soon as one worker is up: wait for all of them.
@@ -272,6 +279,7 @@ def test_a_killed_worker_is_replaced_and_only_its_request_fails(live_server, tmp
     assert server.process.poll() is None
     assert set(timeline["new_workers"]) & set(workers) == {workers[1]}
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert_keys_are_required(server)  # and the new worker counts on the same limits
 
 
 # --- Start-up with broken artifacts -----------------------------------------------------

@@ -1,6 +1,7 @@
 """Hostile input: fuzzing against the served OpenAPI document, odd values, oversized and deep
 bodies, secrets. The fuzzing runs for the tutorial's contract, and briefly for the
-stop-and-search brief's (a flat body, a string id, a decision).
+stop-and-search brief's (a flat body, a string id, a decision). The live servers run with API
+keys, a rate limit and load shedding on (reliability_helpers.PUBLIC), as a public one does.
 
 Run with `pytest -s` to see the figures (fuzz examples tried, statuses, memory).
 """
@@ -27,9 +28,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from playhouse.db_url import connect
 from reliability_helpers import (
+    KEYED,
+    PUBLIC_KEY,
     ThrowawayPostgres,
     gunicorn_workers,
     memory_kib,
+    public,
     shipped_model,
     stored_rows,
     wait_for_workers,
@@ -41,6 +45,8 @@ from model_service import artifacts, parsing, web
 
 ADMIN_TOKEN = "admin-" + "7f3a9c" * 4
 LIMIT = 64 * 1024  # the default MAX_REQUEST_BYTES
+KEY_HEADER = {"X-API-Key": PUBLIC_KEY}  # the live servers' keys are on (PUBLIC)
+KEY_LINE = f"X-API-Key: {PUBLIC_KEY}\r\n".encode()
 
 # Bounded and repeatable: a fixed number of examples from a fixed seed, no example
 # database written into the repository, no shrinking (which has no fixed duration).
@@ -283,11 +289,14 @@ def test_the_database_password_never_appears_in_logs_health_or_errors(postgres):
     seen = []  # every body and header the clients got
     predict = json.dumps({"id": 1, "observation": EXAMPLE})
     retry = json.dumps({"id": 2, "observation": EXAMPLE})
-    server = LiveServer(postgres.url, env={"DATABASE_TIMEOUT": "2", "LOG_LEVEL": "debug"})
+    env = public(DATABASE_TIMEOUT="2", LOG_LEVEL="debug")
+    server = LiveServer(postgres.url, env=env)
 
     def expect(calls):
         for method, path, body, status in calls:
-            response = requests.request(method, server.url + path, data=body, timeout=20)
+            response = requests.request(
+                method, server.url + path, data=body, headers=KEYED, timeout=20
+            )
             seen.extend([response.text, json.dumps(dict(response.headers))])
             assert response.status_code == status, (method, path, response.text)
 
@@ -354,7 +363,7 @@ def test_the_database_password_never_appears_in_logs_health_or_errors(postgres):
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
     database_url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'predictions.db'}"
-    server = LiveServer(database_url, workers=2, env={"ADMIN_TOKEN": ADMIN_TOKEN})
+    server = LiveServer(database_url, workers=2, env=public(ADMIN_TOKEN=ADMIN_TOKEN))
     try:
         server.wait_until_ready(seconds=60)
         wait_for_workers(server, 2)
@@ -374,7 +383,8 @@ def raw_post(port, headers, chunks, seconds=20):
     finished = True
     answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+        head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n" + KEY_LINE + headers + b"\r\n"
+        sock.sendall(head)
         for chunk in chunks:
             if time.monotonic() > deadline:
                 raise AssertionError("the server neither read nor refused the body in time")
@@ -479,6 +489,7 @@ def test_deep_huge_and_odd_json_is_refused_without_harm(hostile_server):
     assert all(len(body) <= LIMIT for body in hostile.values())  # under the limit: all parsed
     statuses = {}
     with requests.Session() as session:
+        session.headers.update(KEYED)
         for _ in range(15):  # bounded repetitions, to see whether memory grows
             for name, body in hostile.items():
                 response = session.post(url, data=body, timeout=20)
@@ -527,14 +538,16 @@ def fuzz_operation(schema, base_url, path, method, mode, examples, record, contr
         # A batch whose items are wrong is still read: 200, with a 422 for each bad item
         # (check_batch_answer checks that instead).
         excluded.append(negative_data_rejection)
-    # The admin route gets the right token; the other operations need none.
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if "list" in path else None
+    # The admin route gets the admin token; the others the key (the server's keys are on),
+    # sent with every call: negative cases may make up credentials of their own, and a
+    # made-up X-API-Key would win over the right bearer.
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if "list" in path else KEY_HEADER
     strategy = schema[path][method].as_strategy(generation_mode=mode, headers=headers)
 
     @given(case=strategy)
     @settings(max_examples=examples, **BOUNDED)
     def fuzz(case):
-        response = case.call(base_url=base_url, timeout=30)
+        response = case.call(base_url=base_url, headers=headers, timeout=30)
         record(path, response)
         # ignored_auth expects 401 without a token: /list-db-contents answers 404 on
         # purpose, so that it cannot be told from a route that does not exist. Valid data
@@ -588,7 +601,7 @@ def stored_answers(database_url, model):
 def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_predictions(
     start_server, database_url, brief
 ):
-    env = {"ADMIN_TOKEN": ADMIN_TOKEN, "MODEL_DIR": str(FUZZ_BRIEFS[brief])}
+    env = public(ADMIN_TOKEN=ADMIN_TOKEN, MODEL_DIR=str(FUZZ_BRIEFS[brief]))
     server = start_server(database_url, workers=2, env=env)
     model = artifacts.load_model(FUZZ_BRIEFS[brief])
     contract = model.contract
@@ -632,7 +645,7 @@ def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_pred
     @given(body=raw_bodies, path=st.sampled_from(list(paths.values())))
     @settings(max_examples=raw_examples, **BOUNDED)
     def fuzz_raw(body, path):
-        response = requests.post(f"{server.url}{path}", data=body, timeout=30)
+        response = requests.post(f"{server.url}{path}", data=body, headers=KEYED, timeout=30)
         record(path, response)
         assert response.status_code < 500
         check_served(schema, response, path, "POST")

@@ -144,7 +144,21 @@ def test_with_api_keys_each_key_has_its_own_count_from_any_address(tmp_path):
     assert statuses == [200, 200]
     assert_refused(send("alice", 3, "192.0.2.3"), 429, 3600)
     assert send("bob", 4, "192.0.2.1").status_code == 200  # same address, another key
-    assert predict(client, 5).status_code == 401  # no key: api_keys.py refuses it first
+
+
+def test_requests_refused_for_their_key_count_against_their_address(tmp_path):
+    """Guessing keys costs the guesser's address its limit; a valid key keeps its own."""
+    keys = ",".join(f"{name}:{key}" for name, key in KEYS.items())
+    client = make_app(
+        f"sqlite:///{tmp_path / 'p.db'}", RATE_LIMIT="3/hour", API_KEYS=keys
+    ).test_client()
+    guesses = [{}, {"X-API-Key": "guess-" + "0" * 16}, {"Authorization": "Basic x"}]
+    statuses = [predict(client, 1, headers=headers).status_code for headers in guesses]
+    assert statuses == [401, 401, 401]
+    assert_refused(predict(client, 1, headers={"X-API-Key": KEYS["alice"][:-1]}), 429, 3600)
+    assert predict(client, 1, headers={"X-API-Key": KEYS["alice"]}).status_code == 200
+    other = {"REMOTE_ADDR": "192.0.2.9"}
+    assert predict(client, 2, environ_base=other).status_code == 401  # another address
 
 
 @pytest.mark.parametrize(

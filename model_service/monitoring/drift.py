@@ -32,8 +32,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from model_service.errors import ApiError
-from model_service.parsing import validate_observation
+from model_service.parsing import check_observation
 
 PROFILE_FILE = "training_profile.json"
 QUANTILE_BINS = 10
@@ -224,21 +223,27 @@ def readable_columns(bodies, model):
     return readable_observations([observation_of(body, model.contract) for body in bodies], model)
 
 
-def readable_observations(observations, model):
-    """readable_columns of observations already read (observation_of: None, unreadable)."""
+def readable_observations(observations, model, unstored=()):
+    """readable_columns of observations already read (observation_of: None, unreadable).
+
+    `unstored`: features api.toml's [store] drops or hashes. Their stored values are not the
+    ones scored: they are left out, and do not make a row unreadable."""
     bad = sum(observation is None for observation in observations)
     observations = [observation for observation in observations if observation is not None]
-    columns = {c: [obs.get(c) for obs in observations] for c in model.columns}
+    kept = [column for column in model.columns if column not in unstored]
+    columns = {c: [obs.get(c) for obs in observations] for c in kept}
     if all(plain_values(values, model.kinds[c], model.dtypes[c]) for c, values in columns.items()):
         return columns, bad
     # Some value needs a closer look: validate row by row, exactly as /predict does.
+    ignored = {model.contract.field_name(column) for column in unstored}
     rows = []
     for observation in observations:
-        try:
-            rows.append(validate_observation(observation, model))
-        except ApiError:
+        values, problems = check_observation(observation, model)
+        if problems.keys() - ignored:
             bad += 1
-    return {c: [row[i] for row in rows] for i, c in enumerate(model.columns)}, bad
+        else:
+            rows.append(dict(zip(model.columns, values, strict=True)))
+    return {c: [row[c] for row in rows] for c in kept}, bad
 
 
 def observation_of(body, contract):

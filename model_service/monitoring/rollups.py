@@ -163,6 +163,9 @@ class Rollups:
     def __init__(self, store, model, profile, grouped=None):
         self.store, self.model, self.profile = store, model, profile
         self.grouped = grouped  # group_cells.GroupCells: the declared groupings' cells
+        # api.toml's [store] drop and hash: features whose stored values are not those the
+        # model scored (privacy.py), so they have no drift.
+        self.unstored = sorted(set(model.columns) & store.stored_form.private)
         database = store.database
         self.tables = [*TABLES.values(), RollupState]
         for table in self.tables:
@@ -173,6 +176,7 @@ class Rollups:
                 "task": model.task.name,
                 "classes": getattr(model.task, "classes", None),
                 "columns": model.columns,
+                "unstored": self.unstored,
                 "profile": profile and {c: profile["columns"][c] for c in model.columns},
                 "groupings": grouped and grouped.describe(),
             },
@@ -222,7 +226,7 @@ class Rollups:
     def bucket_cells(self, rows, observations):
         """Counter {cell: n} of rows of one hour and version (observations: theirs, read)."""
         cells = Counter(rows=len(rows))
-        columns, unreadable = readable_observations(observations, self.model)
+        columns, unreadable = readable_observations(observations, self.model, self.unstored)
         cells["unreadable"] = unreadable
         if self.profile and len(rows) > unreadable:
             for column, values in columns.items():
@@ -368,7 +372,7 @@ class Rollups:
         daily). Rows nobody counted yet: catch_up, which /stats calls first, outside the
         transaction of its reads (counting writes)."""
         found = Sums()
-        for level, start, end in pieces(window.since, window.until):
+        for level, start, end in pieces_of(window):
             if level is None:
                 for (_, version, cell), value in self.edge_cells(
                     window, last_id, start, end, edges
@@ -384,16 +388,20 @@ class Rollups:
         """Sums {(version, cell)} of the AUC cells A:<bin>:<truth> of the window (and of the
         declared groupings' AG... unless not groups): kept per day, so the parts of days at
         its ends come from their labelled rows; the whole store's, under EVER."""
-        days = whole(window.since, window.until, DAY)
-        if window.since is None and window.until is None:
-            span = (EVER, EVER + DAY)  # a row per bin, not a row per bin and day
-        else:
-            span = (days[0] or EVER + DAY, days[1])  # the days, not EVER's sums
         found = Sums()
-        for key, value in self.sum_table(window, AUC, *span).items():
-            if groups or key[1].startswith("A:"):
-                found.add(key, *value)
-        for start, end in edges(window.since, window.until, *days):
+        if window.api_key_name is not None:  # the rows of one key: counted from the rows
+            parts = [(window.since, window.until)]
+        else:
+            days = whole(window.since, window.until, DAY)
+            if window.since is None and window.until is None:
+                span = (EVER, EVER + DAY)  # a row per bin, not a row per bin and day
+            else:
+                span = (days[0] or EVER + DAY, days[1])  # the days, not EVER's sums
+            for key, value in self.sum_table(window, AUC, *span).items():
+                if groups or key[1].startswith("A:"):
+                    found.add(key, *value)
+            parts = edges(window.since, window.until, *days)
+        for start, end in parts:
             if not groups:  # the model's bins alone: no observation to read
                 self.count_auc_rows(found, window, last_id, start, end)
                 continue
@@ -412,8 +420,9 @@ class Rollups:
         table = self.store.table
         columns = (table.model_version, table.true_value, table.proba)
         query = table.select(*columns, table.threshold, table.positive_class)
-        query = query.where(table.true_value.is_null(False), table.created_at >= start)
-        query = window.where(query if end is None else query.where(table.created_at < end), last_id)
+        query = window.where(
+            between(query.where(table.true_value.is_null(False)), start, end), last_id
+        )
         by_version = {}
         for version, *stored in blocking_rows(query):
             by_version.setdefault(version or "", []).append(stored)
@@ -433,7 +442,7 @@ class Rollups:
             return (table.cell == "rows") | table.cell.startswith("L:m:") | (table.cell == "L:ra:0")
 
         found = {}
-        for level, start, end in pieces(window.since, window.until):
+        for level, start, end in pieces_of(window):
             if level is None:
                 counted = [
                     (key, value)
@@ -499,9 +508,7 @@ class Rollups:
     def count_rows(self, window, last_id, start, end, labelled=False):
         table = self.store.table
         query = table.select(*(getattr(table, name) for name in ROW_COLUMNS))
-        query = window.where(query.where(table.created_at >= start), last_id)
-        if end is not None:
-            query = query.where(table.created_at < end)
+        query = window.where(between(query, start, end), last_id)
         if labelled:
             query = query.where(table.true_value.is_null(False))
         return self.cells_of(plain_rows(query), labels_only=labelled).items()
@@ -520,6 +527,21 @@ def with_days(cells):
             found.add((HOURLY, hour, version, cell), n, s, q, lo, hi)
             found.add((DAILY, day, version, cell), n, s, q, lo, hi)
     return found
+
+
+def between(query, start, end):
+    """The query's rows stored in [start, end) (None: open)."""
+    table = query.model
+    query = query if start is None else query.where(table.created_at >= start)
+    return query if end is None else query.where(table.created_at < end)
+
+
+def pieces_of(window):
+    """pieces of the window; for the rows of one API key, the whole window as one piece
+    counted from its rows: the tables keep sums per version and time, not per key."""
+    if window.api_key_name is not None:
+        return [(None, window.since, window.until)]
+    return pieces(window.since, window.until)
 
 
 def pieces(since, until):

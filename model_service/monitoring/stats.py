@@ -68,7 +68,8 @@ def serve_stats():
     if since is not None and until is not None and since > until:
         raise ApiError(422, "until must not be earlier than since")
     reported = request.args.get("model_version") or model.version
-    window = Window(current_store(), since, until)
+    key_name = api_key_name()
+    window = Window(current_store(), since, until, api_key_name=key_name)
 
     # The counts first (rollups.py): the last id they saw bounds every later query. Rows
     # written by other means than this service's are counted before, in their own transaction.
@@ -105,7 +106,7 @@ def serve_stats():
         )
     else:
         answer = checked_groups(lambda: group_stats(state, model, window, last_id, by))
-    if since is None and until is None and reported == model.version:
+    if since is None and until is None and reported == model.version and key_name is None:
         count_rules(model.version, answer["rules"])
     answer["challenger"] = shadowed and checked_groups(
         lambda: challenger_groups(state, model, challenger, shadowed, last_id, by)
@@ -130,10 +131,10 @@ def whole_stats(state, model, window, last_id, versions, sums, labelled, edges=N
         quality = summary_of_many(report, window, last_id, state.rollups, sums, labelled)
     else:
         quality = report.summary(window, last_id, cells)
+    counts = drift_counts(state.profile, model, cells, state.rollups.unstored)
     drift_by_column, drift_note = drift_report(
-        state.profile, state.profile_note, drift_counts(state.profile, model, cells),
-        count - unreadable, count,
-    )  # fmt: skip
+        state.profile, state.profile_note, counts, count - unreadable, count
+    )
     return {
         "versions": [dict(v, serving=v["version"] == model.version) for v in versions],
         "predictions": count,
@@ -186,12 +187,15 @@ def summary_of_many(report, window, last_id, rollups, sums, labelled):
     return quality
 
 
-def drift_counts(profile, model, cells):
-    """{column: counts per bin of its profile} from the cells d:<column>:<bin>."""
+def drift_counts(profile, model, cells, unstored):
+    """{column: counts per bin of its profile} from the cells d:<column>:<bin>, but for the
+    columns whose values are not stored (api.toml's [store]: rollups.py's `unstored`)."""
     if profile is None:
         return None
     counts = {}
     for column in model.columns:
+        if column in unstored:
+            continue
         size = len(profile["columns"][column]["shares"])
         counts[column] = np.array([cells.get(f"d:{column}:{k}", 0) for k in range(size)])
     return counts
@@ -328,6 +332,15 @@ def describe_model(model, reported, profile):
         "columns": model.columns,
         "held_out": (profile or {}).get("held_out"),  # the served model's, from notebook 1
     }
+
+
+def api_key_name():
+    """?api_key_name=: the rows of one API key (API_KEYS). The rollup tables keep sums per
+    version and time, not per key: that key's rows are counted as /stats reads them."""
+    name = request.args.get("api_key_name")
+    if name == "":
+        raise ApiError(422, "api_key_name must name a key of API_KEYS (the part before its :)")
+    return name
 
 
 def window_bound(name):

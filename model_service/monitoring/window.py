@@ -40,6 +40,7 @@ class Window:
     until: datetime | None
     version: str | None = None  # None: every version; UNKNOWN_VERSION: model_version NULL
     shadowed_by: str | None = None  # a challenger's version: only the rows it scored too
+    api_key_name: str | None = None  # API_KEYS: only the rows written with this key
 
     @property
     def table(self):
@@ -64,6 +65,8 @@ class Window:
             query = query.where(table.model_version == self.version)
         if self.shadowed_by is not None:
             query = query.where(table.challenger_version == self.shadowed_by)
+        if self.api_key_name is not None:
+            query = query.where(table.api_key_name == self.api_key_name)
         return query
 
     def last_id(self):

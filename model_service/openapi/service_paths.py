@@ -35,6 +35,17 @@ TIME_WINDOW = [
         "schema": {"type": "string", "format": "date-time"},
     },
 ]
+# The rows of one API key (API_KEYS), for /stats and /export: ?api_key_name=.
+API_KEY_NAME = {
+    "name": "api_key_name",
+    "in": "query",
+    "required": False,
+    "description": (
+        "Only the rows written with this API key: its name in API_KEYS (rows written while "
+        "keys were off have none)"
+    ),
+    "schema": {"type": "string", "minLength": 1},
+}
 
 SERVICE_PATHS = {
     "/health": {
@@ -190,6 +201,7 @@ SERVICE_PATHS = {
                     ),
                     "schema": {"type": "string"},
                 },
+                API_KEY_NAME,
             ],
             "responses": {
                 "200": {
@@ -266,16 +278,7 @@ SERVICE_PATHS = {
                         "maximum": 9223372036854775807,
                     },
                 },
-                {
-                    "name": "api_key_name",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "Only the rows written with this API key: its name in API_KEYS (rows "
-                        "written while keys were off have none)"
-                    ),
-                    "schema": {"type": "string", "minLength": 1},
-                },
+                API_KEY_NAME,
             ],
             "responses": {
                 "200": {
