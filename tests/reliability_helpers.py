@@ -8,6 +8,8 @@
 - `stored_rows`: the table read directly (not through the API).
 - `pipeline_probabilities`: what the shipped pipeline says, through the service's own code.
 - `gunicorn_workers`, `memory_kib`: the process tree of a LiveServer, from /proc.
+- `PID_IN_ACCESS_LOG`, `post_until_both_workers_answer`: requests until each of two
+  workers has answered one, told apart by their pids in the access log.
 - `ThrowawayPostgres`: a PostgreSQL server of the test's own, in a temporary folder, on a
   free port of 127.0.0.1, that a test may stop and start at will.
 """
@@ -17,6 +19,7 @@ import atexit
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -201,6 +204,35 @@ def send_all(
         for each in sessions:
             each.close()
     return result
+
+
+# gunicorn's access lines, each after the pid of the worker that answered ("<1234> ..."):
+# which workers served a route. GUNICORN_CMD_ARGS adds to gunicorn.conf.py's settings.
+PID_IN_ACCESS_LOG = {
+    "GUNICORN_CMD_ARGS": '--access-logformat \'%(p)s %(h)s %(t)s "%(r)s" %(s)s %(b)s "%(a)s"\''
+}
+
+
+def workers_that_answered(server, method_and_path):
+    """The pids of the workers whose access lines hold a request such as "POST /predict"."""
+    line = rf'^<(\d+)> .*"{re.escape(method_and_path)} HTTP'
+    return {int(pid) for pid in re.findall(line, server.output(), re.M)}
+
+
+def post_until_both_workers_answer(server, path, bodies):
+    """POST bodies to path, each on a connection of its own (the two workers take turns
+    accepting them, unevenly), until both workers have answered one; the responses.
+
+    Two pids counted, not gunicorn's children: the master forks the second worker up to
+    0.1 s after the first, which may have answered /health already."""
+    responses = []
+    for sent in bodies:
+        responses.append(requests.post(f"{server.url}{path}", json=sent, timeout=30))
+        answered = workers_that_answered(server, f"POST {path}")
+        if len(answered) == 2:
+            assert answered == set(gunicorn_workers(server))
+            return responses
+    raise AssertionError(f"one worker answered all {len(responses)}:\n{server.output()[-3000:]}")
 
 
 def post_quickly(url, bodies, connections=32, timeout=30.0):

@@ -5,6 +5,8 @@ and /export never hold a dropped value or a hashed value, only its HMAC; retries
 are told apart on the stored form; a list the contract cannot honour stops the start.
 """
 
+import hashlib
+import hmac
 import inspect
 import json
 import logging
@@ -12,8 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import TITANIC, probabilities, same_probability, service
 from playhouse.db_url import connect
+from reliability_helpers import PID_IN_ACCESS_LOG, post_until_both_workers_answer
 
 from model_service import artifacts
 from model_service.errors import StartupError
@@ -109,6 +113,9 @@ def test_dropped_and_hashed_values_reach_neither_the_database_nor_the_logs(
     listed = client.get("/list-db-contents", headers=ADMIN).json["predictions"]
     stats = client.get("/stats", headers=ADMIN)
     assert stats.status_code == 200, stats.json
+    # Drift leaves out the features not stored as scored; the rows stay readable.
+    assert stats.json["unreadable_observations"] == 0
+    assert set(stats.json["drift"]) == set(model.columns) - {"Cabin", "Age"}
 
     everything = stored_bytes(database_url)
     seen = [export.get_data(as_text=True), json.dumps(listed), caplog.text]
@@ -120,6 +127,46 @@ def test_dropped_and_hashed_values_reach_neither_the_database_nor_the_logs(
     assert stored["date_of_birth"].startswith(PREFIX) and len(stored["date_of_birth"]) == 76
     assert stored["observation"]["Age"].startswith(PREFIX)
     assert stored["date_of_birth"].encode() in everything
+
+
+@pytest.mark.slow
+def test_two_workers_keep_dropped_and_hashed_values_out_of_the_store_logs_and_export(
+    tmp_path, database_url, start_server
+):
+    env = {
+        "MODEL_DIR": str(folder_with(tmp_path, CONTRACT)),
+        "STORE_SECRET": SECRET,
+        "ADMIN_TOKEN": TOKEN,
+        # gunicorn's own messages at debug (its configuration, each connection closed) on
+        # top of the access lines and the app's log (INFO and up, app.py): none echoes a body.
+        "LOG_LEVEL": "debug",
+        **PID_IN_ACCESS_LOG,
+    }
+    server = start_server(database_url, workers=2, env=env)
+    sent = (body(id_, Fare=7.25 + id_) for id_ in range(1, 51))
+    answers = post_until_both_workers_answer(server, "/predict", sent)
+    assert [answer.status_code for answer in answers] == [200] * len(answers)
+    assert (answers[0].json()["name"], answers[0].json()["dob"]) == (NAME, BIRTH)
+    retry = requests.post(f"{server.url}/predict", json=body(1, Fare=8.25), timeout=30)
+    assert retry.status_code == 200 and retry.json() == answers[0].json()
+    conflict = requests.post(f"{server.url}/predict", json=body(1, Fare=99.0), timeout=30)
+    assert conflict.status_code == 409, conflict.text
+    label = requests.post(f"{server.url}/update", json={"id": 1, "true_class": 1}, timeout=30)
+    assert label.status_code == 200, label.text
+    export = requests.get(f"{server.url}/export?format=jsonl", headers=ADMIN, timeout=30)
+    assert export.status_code == 200 and len(export.text.splitlines()) == len(answers)
+
+    everything, log = stored_bytes(database_url), server.output()
+    for value in SECRETS:
+        assert value.encode() not in everything, value
+        assert value not in log, value
+        assert value not in export.text, value
+    assert SECRET not in log  # nor STORE_SECRET, in the debug dump of the configuration
+    # The HMAC, computed here with the standard library: what the store holds instead.
+    birth_json = json.dumps(BIRTH).encode()  # a string's canonical JSON: itself, quoted
+    birth_hmac = PREFIX + hmac.new(SECRET.encode(), birth_json, hashlib.sha256).hexdigest()
+    assert birth_hmac.encode() in everything
+    assert birth_hmac in export.text
 
 
 def test_retries_and_conflicts_are_told_apart_on_the_stored_form(tmp_path, database_url):
