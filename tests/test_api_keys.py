@@ -37,7 +37,7 @@ from test_smoke_check import STOP_AND_SEARCH
 from model_service import api_keys, openapi
 from model_service.api_keys import keys_from_settings, parse_keys
 from model_service.errors import StartupError
-from model_service.monitoring import quality_cells
+from model_service.monitoring import quality_cells, rollups
 
 KEY_A = "alpha-0f3c9a1be27d4c55a8e1"
 KEY_B = "bravo-6d2e8b0c4a1f9e37b5d2"
@@ -262,6 +262,7 @@ def test_stats_of_one_key_are_those_of_a_store_of_its_rows_alone(
     sums: both ways, the rows of one key (counted as /stats reads them) give what a store
     holding only those rows gives from its rollup tables."""
     monkeypatch.setattr(quality_cells, "READ_LABELLED_ROWS", labelled_rows_read)
+    monkeypatch.setattr(rollups, "CHUNK_ROWS", 7)  # the key's rows are read in chunks
     admin = as_key(ADMIN_TOKEN)
     queries = [
         "",

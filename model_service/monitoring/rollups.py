@@ -56,6 +56,7 @@ from model_service.monitoring.drift import count_bins, observation_of, readable_
 from model_service.monitoring.quality_cells import Sums, add_auc_bins, labelled_cells
 from model_service.monitoring.reports import REPORTS, MulticlassReport
 from model_service.monitoring.window import (
+    CHUNK_ROWS,
     UNKNOWN_VERSION,
     as_datetime,
     blocking_rows,
@@ -511,7 +512,20 @@ class Rollups:
         query = window.where(between(query, start, end), last_id)
         if labelled:
             query = query.where(table.true_value.is_null(False))
-        return self.cells_of(plain_rows(query), labels_only=labelled).items()
+        if window.api_key_name is None:  # parts of hours at a window's ends: few rows
+            return self.cells_of(plain_rows(query), labels_only=labelled).items()
+        # One API key's rows, the whole window (pieces_of): a chunk at a time, the worker's
+        # other requests in between, in the order of the ids (the primary key's index).
+        found, after = Sums(), None
+        query = query.select_extend(table.id).order_by(table.id).limit(CHUNK_ROWS)
+        while True:
+            rows = plain_rows(query if after is None else query.where(table.id > after))
+            for key, value in self.cells_of([row[:-1] for row in rows], labelled).items():
+                found.add(key, *value)
+            if len(rows) < CHUNK_ROWS:
+                return found.items()
+            after = rows[-1][-1]
+            let_others_run()
 
 
 def with_days(cells):
