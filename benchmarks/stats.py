@@ -2,7 +2,7 @@
 
     python benchmarks/stats.py [--rows 1000000,10000000] [--repeat 5]
                                [--postgres-url postgresql://postgres@127.0.0.1:5432/mine]
-                               [--fill-only] [--no-groups] [--ready-timeout 1800]
+                               [--fill-only] [--no-groups] [--ready-timeout 1800] [--by-key]
 
 `make bench-stats` runs it (`make bench-stats ROWS=100000` for a quick run). For each size
 of --rows, and each database (SQLite in a temporary folder, and PostgreSQL when a URL is
@@ -20,8 +20,10 @@ measures:
 * the median and the slowest of --repeat calls of `/stats` over the whole table, over the
   last 7 days (`?since=`), of the served version (`?model_version=`), and of
   `/stats?by=Sex,Pclass` (two grouping columns, a category and a number cut into the
-  profile's bins, declared in the api.toml's [stats] groups, and two rules), twice: the
-  first calls, then the later ones;
+  profile's bins, declared in the api.toml's [stats] groups, and two rules), and with
+  --by-key of the rows of one API key (`?api_key_name=even`: every other row, all and of
+  the last 7 days: counted from the rows, not from sums), twice: the first calls, then the
+  later ones;
 * the workers' memory: their peak resident memory during each round of calls (the
   kernel's high-water mark, reset before), above what they held before;
 * /predict's p50 and p99 latency at 16 connections (wrk, benchmarks/predict.lua, as
@@ -148,7 +150,7 @@ def draw(passengers, first, count, start, step, rng, text):
 
     Row n: observation_id n, observation_key str(n) (its JSON text, as /predict keys it),
     stored at start + n * step, labelled (true_value and true_class, as /update writes
-    them) when n % 3 == 0.
+    them) when n % 3 == 0, written with the API key named "even" or "odd" as n is.
     """
     numbers = np.arange(first, first + count)
     picked = rng.integers(0, passengers.count, count)
@@ -166,6 +168,7 @@ def draw(passengers, first, count, start, step, rng, text):
         "true_class": np.where(labelled, per_passenger.pop("true_class"), null),
         **per_passenger,  # prediction, proba, threshold, positive_class
         "created_at": datetime_texts(start + numbers * step),
+        "api_key_name": np.where(numbers % 2 == 0, "even", "odd").astype(object),
     }
 
 
@@ -304,20 +307,30 @@ def check_groups(stats, rows):
     return None
 
 
-def stats_queries(rows, version, start, moments):
-    """{name: (query, check)}: the whole table, the last 7 days, one version, by groups."""
+def stats_queries(rows, version, start, moments, by_key=False):
+    """{name: (query, check)}: the whole table, the last 7 days, one version, by groups;
+    by_key: and the rows of one API key, all and of the last 7 days."""
     since = start + timedelta(days=23)
     in_week = np.flatnonzero(moments >= np.datetime64(since, "us"))
     week = f"?since={since.isoformat()}Z"
     labelled = len(range(0, rows, 3))
     week_labelled = int(np.count_nonzero(in_week % 3 == 0))
     by_version = f"?model_version={version}"
-    return {
+    queries = {
         "all": ("", lambda s: check_counts(s, rows, labelled)),
         "7 days": (week, lambda s: check_counts(s, len(in_week), week_labelled, week)),
         "version": (by_version, lambda s: check_counts(s, rows, labelled, by_version)),
         "by": (BY, lambda s: check_groups(s, rows)),
     }
+    if by_key:  # the even rows: every other one, a sixth of them labelled
+        even, even_week = "?api_key_name=even", f"{week}&api_key_name=even"
+        in_week_even = in_week[in_week % 2 == 0]
+        week_even_labelled = int(np.count_nonzero(in_week_even % 3 == 0))
+        queries["key"] = (even, lambda s: check_counts(s, len(range(0, rows, 2)),
+                                                        len(range(0, rows, 6)), even))  # fmt: skip
+        queries["key 7 days"] = (even_week, lambda s: check_counts(
+            s, len(in_week_even), week_even_labelled, even_week))  # fmt: skip
+    return queries
 
 
 def measure_stats(name, server, queries, repeat, problems):
@@ -423,7 +436,7 @@ def measure(name, database_url, rows, passengers, options, model_dir):
     result["startup"] = time.perf_counter() - started
     print(f"[{name}] start-up (rollups backfilled): {result['startup']:.1f} s", flush=True)
     try:
-        queries = stats_queries(rows, passengers.version, start, moments)
+        queries = stats_queries(rows, passengers.version, start, moments, options.by_key)
         result["stats"], result["memory"] = measure_stats(
             name, server, queries, options.repeat, problems
         )
@@ -465,6 +478,12 @@ def print_table(results, repeat):
         else:
             cells += ["–"] * (len(header) - len(cells))
         print("| " + " | ".join(cells) + " |")
+    keyed = [result for result in results if "key" in result.get("stats", {})]
+    if keyed:
+        print("\n| database | rows | ?api_key_name=even | and the last 7 days |\n|---|---|---|---|")
+    for result in keyed:
+        cells = [seconds_cell(result, key) for key in ("key", "key 7 days")]
+        print(f"| {result['database']} | {result['rows']:,} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -475,6 +494,7 @@ def main():
     parser.add_argument("--fill-only", action="store_true", help="time the fill alone")
     parser.add_argument("--no-groups", action="store_true", help="no [stats] groups in api.toml")
     parser.add_argument("--ready-timeout", type=float, default=1800, help="start-up, seconds")
+    parser.add_argument("--by-key", action="store_true", help="also /stats?api_key_name=")
     options = parser.parse_args()
     sizes = [int(size.replace("_", "")) for size in options.rows.split(",")]
     if not options.fill_only and not shutil.which("wrk"):
