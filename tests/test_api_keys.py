@@ -1,7 +1,8 @@
 """API keys (model_service/api_keys.py): the routes that score or label need one.
 
 In-process on both databases; one gunicorn server with two workers per database checks the
-refusals over HTTP and that no key reaches its logs.
+refusals over HTTP, header values drawn by hypothesis as gunicorn parses them, and that no
+key reaches its logs.
 """
 
 import hmac
@@ -514,6 +515,25 @@ def test_a_gunicorn_server_with_two_workers_refuses_and_serves_by_key(start_serv
         )
         assert update.status_code == 200 and update.json()["true_class"] == 1
 
+    seen = Counter()
+
+    # Header values as gunicorn parses them off the wire (the test client does not).
+    @given(authorization=st.none() | st.builds(str.__add__, schemes, header_values),
+           api_key=st.none() | header_values, observation_id=st.integers(100, 120))  # fmt: skip
+    @settings(max_examples=60, **BOUNDED)
+    def any_header(authorization, api_key, observation_id):
+        authorization, api_key = (v if v is None else v.lstrip() for v in (authorization, api_key))
+        headers = {"Authorization": authorization, "X-API-Key": api_key}
+        headers = {name: value for name, value in headers.items() if value is not None}
+        response = requests.post(
+            url + "/predict", json=body_of("/predict", observation_id), headers=headers, timeout=30
+        )
+        valid = offered_by(authorization, api_key) in {KEY_A, KEY_B, KEY_OPS}
+        assert response.status_code in ((200, 409) if valid else (401,)), response.text
+        seen[valid] += 1
+
+    any_header()
+    assert seen[True] and seen[False] > 20, seen
     log = server.output()
     assert '"POST /predict HTTP/1.1" 401' in log and '"POST /predict HTTP/1.1" 200' in log
     assert not any(key[4:] in log for key in (KEY_A, KEY_B, KEY_OPS))
