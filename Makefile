@@ -18,17 +18,15 @@ export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# The virtual environment, reinstalled only when a requirements file changes. --no-compile:
-# pip would compile every module of every package to bytecode, two thirds of the install's
-# time; Python compiles (and keeps) those that are imported, the first time they are.
+# The virtual environment, reinstalled only when a requirements file changes.
 $(BIN)/.prod-installed: requirements_prod.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements_prod.txt
+	$(BIN)/python -m pip install --quiet -r requirements_prod.txt
 	touch $@
 
 $(BIN)/.dev-installed: $(BIN)/.prod-installed requirements_dev.txt
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements_dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements_dev.txt
 	touch $@
 
 run: $(BIN)/.prod-installed ## Install and serve on SQLite at http://localhost:5000
