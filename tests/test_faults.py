@@ -43,7 +43,7 @@ LONGEST_ANSWER = 2 * DATABASE_TIMEOUT + 1
 
 # The frozen-database test runs with a short DATABASE_TIMEOUT and allows three waits of it
 # per request: checking a pooled connection, a new connection, and the retry's connection.
-FROZEN_TIMEOUT = 2
+FROZEN_TIMEOUT = 1
 LONGEST_FROZEN_ANSWER = 3 * FROZEN_TIMEOUT + 2
 GUNICORN_TIMEOUT = 30  # gunicorn.conf.py's default: a worker stuck longer is killed
 RECOVERY = 5  # seconds from PostgreSQL's return to the first 200
@@ -237,7 +237,7 @@ def test_a_killed_worker_is_replaced_and_only_its_request_fails(live_server, tmp
     server = live_server(database_url, workers=2)
     workers = gunicorn_workers(server)
     assert len(workers) == 2
-    count = 2400
+    count = 1600
     ids = list(range(1, count + 1))
     bodies = predict_bodies(ids, random_observations(count, seed=31))
     started = []

@@ -512,10 +512,10 @@ def test_deep_huge_and_odd_json_is_refused_without_harm(hostile_server):
 # named by their part of the contract ("predict"...) or by their path.
 FUZZ_EXAMPLES = {
     "tutorial": {
-        "predict": (100, 100),
-        "batch": (40, 40),
-        "update": (50, 50),
-        "/list-db-contents": (40, 40),
+        "predict": (70, 70),
+        "batch": (30, 30),
+        "update": (35, 35),
+        "/list-db-contents": (25, 25),
         "/health": (1, 0),
         "/openapi.yaml": (1, 0),
     },
@@ -640,7 +640,7 @@ def test_fuzzing_finds_no_server_error_and_the_table_grows_only_by_accepted_pred
 
     # Raw bodies that are not JSON, or JSON of any shape, straight to the POST routes.
     raw_bodies = st.binary(max_size=200) | json_values.map(json.dumps).map(str.encode)
-    raw_examples = 200 if brief == "tutorial" else 60
+    raw_examples = 140 if brief == "tutorial" else 60
 
     @given(body=raw_bodies, path=st.sampled_from(list(paths.values())))
     @settings(max_examples=raw_examples, **BOUNDED)
