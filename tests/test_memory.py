@@ -1,4 +1,4 @@
-"""Memory of the whole server (master + 2 workers) after start-up and after 8,000 requests.
+"""Memory of the whole server (master + 2 workers) after start-up and after 6,000 requests.
 
 PSS (proportional set size, /proc/PID/smaps_rollup) splits each shared page among the
 processes that map it, so the sum over the processes is what the server really costs:
@@ -22,7 +22,7 @@ from reliability_helpers import (
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = 8_000
+REQUESTS = 6_000
 WARM_UP = 2_000  # the first requests fill caches and the heap once; counted in REQUESTS
 CONNECTIONS = 32  # kept alive and busy at once: the workers score what waits together
 # The whole server's PSS, after start-up and after the requests: under 276 MB (issue 8).
