@@ -52,7 +52,6 @@ def init_app(app):
     """Build the document of app's model (app.config["MODEL"]) with the limits in force, and
     serve it at GET /openapi.yaml and GET /openapi.json."""
     app.extensions["openapi"] = build_spec(app.config["MODEL"], app.config)
-    app.extensions["openapi.yaml"] = as_yaml(app.extensions["openapi"])
     app.register_blueprint(blueprint)
 
 
@@ -190,8 +189,12 @@ blueprint = Blueprint("openapi", __name__)
 
 @blueprint.get("/openapi.yaml")
 def document():
-    """The OpenAPI document, built at start-up (init_app) from the model and its contract."""
-    return Response(current_app.extensions["openapi.yaml"], mimetype="application/yaml")
+    """The OpenAPI document, built at start-up (init_app) from the model and its contract;
+    written as YAML at its first request (tens of milliseconds), then kept."""
+    extensions = current_app.extensions
+    if "openapi.yaml" not in extensions:
+        extensions["openapi.yaml"] = as_yaml(extensions["openapi"])
+    return Response(extensions["openapi.yaml"], mimetype="application/yaml")
 
 
 @blueprint.get("/openapi.json")
