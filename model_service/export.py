@@ -43,7 +43,7 @@ from peewee import fn
 
 from model_service.answer_columns import answer_columns, cell, dig
 from model_service.errors import ApiError
-from model_service.monitoring.stats import window_bound
+from model_service.monitoring.stats import api_key_name, window_bound
 from model_service.monitoring.window import Window, let_others_run, parsed
 from model_service.store import current_store, stored_output, true_value
 from model_service.web import query_integer, require_admin
@@ -89,13 +89,12 @@ def export():
 
 @dataclass(frozen=True)
 class Selection:
-    """The rows /stats' Window selects (time, version), labelled or not, after an id, of
-    one API key."""
+    """The rows /stats' Window selects (time, version, API key), labelled or not, after an
+    id."""
 
     window: Window
     labelled: bool | None = None
     after_id: int | None = None
-    api_key_name: str | None = None
 
     @property
     def table(self):
@@ -111,8 +110,6 @@ class Selection:
             query = query.where(known if self.labelled else ~known)
         if self.after_id is not None:
             query = query.where(table.id > self.after_id)
-        if self.api_key_name is not None:
-            query = query.where(table.api_key_name == self.api_key_name)
         return query
 
 
@@ -126,14 +123,10 @@ def read_selection():
     labelled = request.args.get("labelled")
     if labelled is not None and labelled not in LABELLED:
         raise ApiError(422, f"labelled must be true or false, not {labelled!r}")
-    api_key_name = request.args.get("api_key_name")
-    if api_key_name == "":
-        raise ApiError(422, "api_key_name must name a key of API_KEYS (the part before its :)")
     return Selection(
-        Window(current_store(), since, until, version),
+        Window(current_store(), since, until, version, api_key_name=api_key_name()),
         labelled=None if labelled is None else LABELLED[labelled],
         after_id=query_integer("after_id", None),
-        api_key_name=api_key_name,
     )
 
 

@@ -335,8 +335,9 @@ def describe_model(model, reported, profile):
 
 
 def api_key_name():
-    """?api_key_name=: the rows of one API key (API_KEYS). The rollup tables keep sums per
-    version and time, not per key: that key's rows are counted as /stats reads them."""
+    """?api_key_name= of /stats and /export: the rows of one API key (API_KEYS), or None.
+    /stats counts them as it reads them: the rollup tables keep sums per version and time,
+    not per key."""
     name = request.args.get("api_key_name")
     if name == "":
         raise ApiError(422, "api_key_name must name a key of API_KEYS (the part before its :)")
