@@ -450,25 +450,32 @@ header_values = header_text | near_keys | st.sampled_from([KEY_A, KEY_B, KEY_OPS
 schemes = st.sampled_from(["Bearer ", "bearer ", "BEARER  ", "Basic ", "Token ", "", " Bearer "])
 
 
+def sent_headers(authorization, api_key):
+    """(the headers of a request, whether they offer a valid key). A header's value never
+    starts with a space (HTTP strips it): nor do these."""
+    authorization, api_key = (v if v is None else v.lstrip() for v in (authorization, api_key))
+    headers = {"Authorization": authorization, "X-API-Key": api_key}
+    headers = {name: value for name, value in headers.items() if value is not None}
+    return headers, offered_by(authorization, api_key) in {KEY_A, KEY_B, KEY_OPS}
+
+
+key_headers = st.builds(
+    sent_headers,
+    st.none() | st.builds(str.__add__, schemes, header_values),
+    st.none() | header_values,
+)
+
+
 def test_any_authorization_or_api_key_header_is_a_401_or_served(tmp_path):
     app = service.create_app(keyed_settings(f"sqlite:///{tmp_path / 'p.db'}"))
     client, schema = app.test_client(), spec_schema(app)
     seen = Counter()
 
-    @given(
-        route=st.sampled_from(ROUTES),
-        authorization=st.none() | st.builds(str.__add__, schemes, header_values),
-        api_key=st.none() | header_values,
-        observation_id=st.integers(1, 5),
-    )
+    @given(route=st.sampled_from(ROUTES), sent=key_headers, observation_id=st.integers(1, 5))
     @settings(max_examples=200, **BOUNDED)
-    def check(route, authorization, api_key, observation_id):
-        # A header's value never starts with a space (HTTP strips it): nor do these.
-        authorization, api_key = (v if v is None else v.lstrip() for v in (authorization, api_key))
-        headers = {"Authorization": authorization, "X-API-Key": api_key}
-        headers = {name: value for name, value in headers.items() if value is not None}
+    def check(route, sent, observation_id):
+        headers, valid = sent
         response = client.post(route, json=body_of(route, observation_id), headers=headers)
-        valid = offered_by(authorization, api_key) in {KEY_A, KEY_B, KEY_OPS}
         assert response.status_code in ((200, 403, 404) if valid else (401,)), response.text
         schema[route]["POST"].validate_response(response)
         seen[response.status_code == 401] += 1
@@ -518,17 +525,13 @@ def test_a_gunicorn_server_with_two_workers_refuses_and_serves_by_key(start_serv
     seen = Counter()
 
     # Header values as gunicorn parses them off the wire (the test client does not).
-    @given(authorization=st.none() | st.builds(str.__add__, schemes, header_values),
-           api_key=st.none() | header_values, observation_id=st.integers(100, 120))  # fmt: skip
+    @given(sent=key_headers, observation_id=st.integers(100, 120))
     @settings(max_examples=60, **BOUNDED)
-    def any_header(authorization, api_key, observation_id):
-        authorization, api_key = (v if v is None else v.lstrip() for v in (authorization, api_key))
-        headers = {"Authorization": authorization, "X-API-Key": api_key}
-        headers = {name: value for name, value in headers.items() if value is not None}
+    def any_header(sent, observation_id):
+        headers, valid = sent
         response = requests.post(
             url + "/predict", json=body_of("/predict", observation_id), headers=headers, timeout=30
         )
-        valid = offered_by(authorization, api_key) in {KEY_A, KEY_B, KEY_OPS}
         assert response.status_code in ((200, 409) if valid else (401,)), response.text
         seen[valid] += 1
 
